@@ -1,0 +1,41 @@
+# Two entry points, both doing their own set-up on a fresh machine:
+#   make demo   -- the whole pipeline on the built-in synthetic study
+#   make test   -- the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_STUDY ?= studies/demo
+
+.PHONY: venv demo test test-fast bench container clean-demo help
+
+help:
+	@echo "make demo   run the pipeline on the synthetic demo study ($(DEMO_STUDY))"
+	@echo "make test   run the test suite"
+	@echo "make bench  run the benchmarks (prints figures)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/avalanche-hpc run jobs/demo.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+container:
+	apptainer build containers/avalanche.sif containers/avalanche.def
+
+clean-demo:
+	rm -rf $(DEMO_STUDY)

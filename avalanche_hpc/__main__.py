@@ -1,0 +1,3 @@
+from avalanche_hpc.cli.main import main
+
+main()

@@ -1,0 +1,125 @@
+"""The HDF5 patch store: every (season, orbit, date, path_id) patch of a study, with its metadata.
+
+Layout of ``STUDY/work/patches.h5`` (and of each shard, which holds the rows of one date)::
+
+    /patches            float32 (N, 3, P, P), dB, NaN where invalid (nodata, layover/shadow)
+                        attrs: channels = ["VV*", "VV*_old", "VHdiff"], units = "dB"
+    /meta/<column>      one 1-D dataset per metadata column (strings: UTF-8 variable length)
+    attrs               schema_version, study name, created_by (version), inputs/settings digest
+
+Metadata columns (``META_COLUMNS``); the key of a row is (season, orbit, date, path_id).
+
+This module is the only place that knows the layout. Readers use ``read_meta`` and
+``read_patches``; writers use ``write_patches`` (atomic: temp file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from avalanche_hpc.atomic import atomic_path
+
+SCHEMA_VERSION = 1
+CHANNELS = ("VV*", "VV*_old", "VHdiff")
+KEY_COLUMNS = ("season", "orbit", "date", "path_id")
+# column -> numpy kind: "str" or a numpy dtype
+META_COLUMNS: dict[str, str] = {
+    "path_id": "str",
+    "massif": "str",
+    "season": "str",
+    "orbit": "str",
+    "date": "str",  # YYYY-MM-DD
+    "prev_date": "str",  # YYYY-MM-DD
+    "label": "int8",  # 1 positive, 0 negative, -1 unknown
+    "event_id": "str",  # "" when no event
+    "deposit_area_m2": "float32",  # NaN when no event
+    "elevation": "float32",  # m, deposition-zone centre
+    "slope": "float32",  # degrees
+    "aspect": "float32",  # degrees clockwise from north (direction the slope faces)
+    "valid_fraction": "float32",  # share of the patch's pixels that are valid (0..1)
+    "x": "float32",  # deposition-zone centre, study CRS
+    "y": "float32",
+}
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+def _column_array(name: str, values: pd.Series) -> np.ndarray:
+    kind = META_COLUMNS.get(name, "str" if values.dtype == object else str(values.dtype))
+    if kind == "str":
+        return np.asarray(values.fillna("").astype(str).to_numpy(), dtype=object)
+    return values.to_numpy().astype(kind)
+
+
+def write_patches(
+    path: str | os.PathLike[str],
+    patches: np.ndarray,
+    meta: pd.DataFrame,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write patches + metadata atomically to ``path`` (a shard or a consolidated store)."""
+    path = Path(path)
+    if patches.ndim != 4 or patches.shape[1] != len(CHANNELS) or patches.shape[2] != patches.shape[3]:
+        raise ValueError(f"patches must be (N, {len(CHANNELS)}, P, P), got {patches.shape}")
+    if len(meta) != patches.shape[0]:
+        raise ValueError(f"{len(meta)} metadata rows for {patches.shape[0]} patches")
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing:
+        raise ValueError(f"metadata lacks column(s) {missing}")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            n, _, p, _ = patches.shape
+            f.create_dataset(
+                "patches", data=patches.astype(np.float32, copy=False),
+                chunks=(1, len(CHANNELS), p, p) if n else None,
+            )
+            f["patches"].attrs["channels"] = list(CHANNELS)
+            f["patches"].attrs["units"] = "dB"
+            g = f.create_group("meta")
+            for col in meta.columns:
+                arr = _column_array(col, meta[col])
+                g.create_dataset(col, data=arr, dtype=_STR if arr.dtype == object else arr.dtype)
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
+    return path
+
+
+def read_meta(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The metadata table; row i describes ``/patches[i]``."""
+    with h5py.File(path, "r") as f:
+        g = f["meta"]
+        data = {}
+        for col in g:
+            arr = g[col][()]
+            if g[col].dtype.kind in ("O", "S"):
+                arr = np.array([v.decode() if isinstance(v, bytes) else v for v in arr], dtype=object)
+            data[col] = arr
+    df = pd.DataFrame(data)
+    ordered = [c for c in META_COLUMNS if c in df.columns] + [c for c in df.columns if c not in META_COLUMNS]
+    return df[ordered]
+
+
+def read_patches(path: str | os.PathLike[str], rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """Patches for ``rows`` (all when None), float32 (n, 3, P, P)."""
+    with h5py.File(path, "r") as f:
+        ds = f["patches"]
+        if rows is None:
+            return ds[()]
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows)
+        out = np.empty((len(rows),) + ds.shape[1:], dtype=np.float32)
+        if len(rows):
+            out[order] = ds[rows[order]] if np.all(np.diff(rows[order]) > 0) else np.stack([ds[i] for i in rows[order]])
+        return out
+
+
+def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    with h5py.File(path, "r") as f:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}

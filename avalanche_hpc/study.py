@@ -1,0 +1,374 @@
+"""The study directory: the input contract, as typed objects, and every path derived from it.
+
+A *study* is a directory (see ``docs/data-contract.md``)::
+
+    STUDY/
+      study.toml        StudyConfig below
+      dem.tif           elevation (m), study CRS
+      corridors.gpkg    layer "corridors": path_id, massif, geometry
+      inventory.csv     event_id, path_id, date_min, date_max, deposit_area_m2, ...
+      scenes/{orbit}/{YYYYMMDD}/VV.tif, VH.tif [, layover_shadow.tif]
+      truth.csv         (synthetic studies only) every simulated deposit
+      work/             shards, patch store, deposition zones, summer references
+      runs/{experiment}/...
+      reports/{experiment}/...
+
+``Study`` is the one object that knows where every file lives (as submitit's
+``JobPaths`` does for job files): stages ask it for paths and never build them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from avalanche_hpc.errors import InputError, MissingInputError, Problem
+
+POLARISATIONS = ("VV", "VH")
+LAYOVER_SHADOW = "layover_shadow"
+CORRIDOR_LAYER = "corridors"
+INVENTORY_COLUMNS = ("event_id", "path_id", "date_min", "date_max", "deposit_area_m2")
+DATE_DIR_RE = re.compile(r"^\d{8}$")
+
+# Label codes used in label maps, shards and the store.
+LABEL_POSITIVE = 1
+LABEL_NEGATIVE = 0
+LABEL_UNKNOWN = -1
+
+
+def parse_yyyymmdd(text: str) -> dt.date:
+    return dt.datetime.strptime(text, "%Y%m%d").date()
+
+
+def fmt_yyyymmdd(d: dt.date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OrbitConfig(_Model):
+    """One Sentinel-1 relative orbit (a track), the folder name under ``scenes/``."""
+
+    id: str = Field(description="folder name under scenes/, e.g. 'D139' or 'A161'")
+    direction: Literal["ascending", "descending"]
+    relative_orbit: int = Field(ge=1, le=175)
+    heading_deg: float | None = Field(
+        default=None,
+        description="satellite heading, degrees clockwise from north; default 350 (ascending) / 190 (descending)",
+    )
+    incidence_deg: float = Field(default=39.0, gt=15, lt=50, description="mid-swath incidence angle over the study")
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_folder_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
+            raise ValueError(f"orbit id {v!r} must be a folder name (letters, digits, '_' and '-')")
+        return v
+
+    @property
+    def heading(self) -> float:
+        if self.heading_deg is not None:
+            return self.heading_deg
+        return 350.0 if self.direction == "ascending" else 190.0
+
+    @property
+    def look_azimuth_deg(self) -> float:
+        """Azimuth the radar looks towards (Sentinel-1 is right-looking): heading + 90 degrees.
+
+        Descending (heading ~190) looks ~280 (west); ascending (heading ~350) looks ~80 (east).
+        """
+        return (self.heading + 90.0) % 360.0
+
+
+class SeasonConfig(_Model):
+    """One winter season: its acquisition window and snow-free summer references per orbit."""
+
+    id: str = Field(description="e.g. '2017-2018'")
+    start: dt.date
+    end: dt.date
+    summer: dict[str, list[dt.date]] = Field(
+        description="orbit id -> snow-free summer reference dates (scenes must exist for them)"
+    )
+    dates: dict[str, list[dt.date]] | None = Field(
+        default=None,
+        description="orbit id -> winter acquisition dates; when absent they are discovered from scenes/",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> SeasonConfig:
+        if self.end <= self.start:
+            raise ValueError(f"season {self.id}: end {self.end} must be after start {self.start}")
+        return self
+
+
+class StudyConfig(_Model):
+    """Contents of ``study.toml``."""
+
+    name: str
+    crs_epsg: int = Field(description="EPSG code of every raster and vector of the study")
+    pixel_size_m: float = Field(gt=0)
+    units: Literal["linear", "dB"] = Field(
+        default="linear", description="sigma0 units of the scenes unless a raster's UNITS tag says otherwise"
+    )
+    massifs: list[str] = Field(min_length=1)
+    focus_massif: str | None = None
+    patch_size: int = Field(default=64, ge=16, le=256)
+    orbits: list[OrbitConfig] = Field(min_length=1)
+    seasons: list[SeasonConfig] = Field(min_length=1)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        ids = [o.id for o in self.orbits]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"orbit ids must be unique, got {ids}")
+        sids = [s.id for s in self.seasons]
+        if len(set(sids)) != len(sids):
+            raise ValueError(f"season ids must be unique, got {sids}")
+        if self.focus_massif is not None and self.focus_massif not in self.massifs:
+            raise ValueError(f"focus_massif {self.focus_massif!r} is not in massifs {self.massifs}")
+        for s in self.seasons:
+            for table, name in ((s.summer, "summer"), (s.dates or {}, "dates")):
+                unknown = set(table) - set(ids)
+                if unknown:
+                    raise ValueError(f"season {s.id}: {name} names unknown orbit(s) {sorted(unknown)}; orbits are {ids}")
+        return self
+
+    def orbit(self, orbit_id: str) -> OrbitConfig:
+        for o in self.orbits:
+            if o.id == orbit_id:
+                return o
+        raise KeyError(f"unknown orbit {orbit_id!r}; study orbits are {[o.id for o in self.orbits]}")
+
+    def season(self, season_id: str) -> SeasonConfig:
+        for s in self.seasons:
+            if s.id == season_id:
+                return s
+        raise KeyError(f"unknown season {season_id!r}; study seasons are {[s.id for s in self.seasons]}")
+
+
+@dataclass(frozen=True, order=True)
+class Acquisition:
+    """One preprocessing task: a winter acquisition of one orbit in one season."""
+
+    season: str
+    orbit: str
+    date: dt.date
+    prev_date: dt.date | None  # previous acquisition of the same orbit in the season; None for the first
+
+    @property
+    def key(self) -> str:
+        return f"{self.season}/{self.orbit}/{fmt_yyyymmdd(self.date)}"
+
+
+def _pydantic_problems(err: ValidationError, file: Path) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        out.append(Problem(str(file), f"key {loc}", e["msg"], "fix the value; see docs/data-contract.md"))
+    return out
+
+
+class Study:
+    """A study directory: its configuration and every path of the contract and of the outputs."""
+
+    def __init__(self, root: str | Path, config: StudyConfig):
+        self.root = Path(root)
+        self.config = config
+
+    # -- loading / writing ------------------------------------------------------------------
+    @classmethod
+    def load(cls, root: str | Path) -> Study:
+        root = Path(root)
+        toml_path = root / "study.toml"
+        if not root.is_dir():
+            raise MissingInputError(
+                f"study directory {root} does not exist -> create it, or make a synthetic one with "
+                f"'avalanche-hpc synth {root} --preset demo'"
+            )
+        if not toml_path.is_file():
+            raise MissingInputError(f"{toml_path} is missing -> every study needs a study.toml; see docs/data-contract.md")
+        try:
+            raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(Problem(str(toml_path), "", f"not valid TOML: {e}", "fix the TOML syntax")) from e
+        try:
+            cfg = StudyConfig.model_validate(raw)
+        except ValidationError as e:
+            raise InputError(_pydantic_problems(e, toml_path)) from e
+        return cls(root, cfg)
+
+    @staticmethod
+    def write_config(root: str | Path, config: StudyConfig) -> Path:
+        from avalanche_hpc.atomic import write_text
+
+        path = Path(root) / "study.toml"
+        data = config.model_dump(mode="python", exclude_none=True)
+        write_text(path, tomli_w.dumps(data))
+        return path
+
+    # -- the input contract -------------------------------------------------------------------
+    @property
+    def study_toml(self) -> Path:
+        return self.root / "study.toml"
+
+    @property
+    def dem_path(self) -> Path:
+        return self.root / "dem.tif"
+
+    @property
+    def corridors_path(self) -> Path:
+        return self.root / "corridors.gpkg"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.root / "inventory.csv"
+
+    @property
+    def truth_path(self) -> Path:
+        return self.root / "truth.csv"
+
+    @property
+    def scenes_dir(self) -> Path:
+        return self.root / "scenes"
+
+    def scene_dir(self, orbit: str, date: dt.date) -> Path:
+        return self.scenes_dir / orbit / fmt_yyyymmdd(date)
+
+    def scene_path(self, orbit: str, date: dt.date, band: str) -> Path:
+        """``band`` is 'VV', 'VH' or 'layover_shadow'."""
+        return self.scene_dir(orbit, date) / f"{band}.tif"
+
+    # -- outputs ----------------------------------------------------------------------------
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def deposition_path(self) -> Path:
+        return self.work_dir / "deposition.gpkg"
+
+    def summer_ref_path(self, season: str, orbit: str) -> Path:
+        return self.work_dir / "summer" / season / f"{orbit}.h5"
+
+    def shard_path(self, season: str, orbit: str, date: dt.date) -> Path:
+        return self.work_dir / "shards" / season / orbit / f"{fmt_yyyymmdd(date)}.h5"
+
+    @property
+    def store_path(self) -> Path:
+        return self.work_dir / "patches.h5"
+
+    def runs_dir(self, experiment: str) -> Path:
+        return self.root / "runs" / experiment
+
+    def reports_dir(self, experiment: str) -> Path:
+        return self.root / "reports" / experiment
+
+    # -- acquisitions -----------------------------------------------------------------------
+    def scene_dates(self, orbit: str) -> list[dt.date]:
+        """Dates with a scene folder for this orbit (sorted); folders that are not YYYYMMDD are ignored."""
+        d = self.scenes_dir / orbit
+        if not d.is_dir():
+            return []
+        out = []
+        for p in d.iterdir():
+            if p.is_dir() and DATE_DIR_RE.match(p.name):
+                try:
+                    out.append(parse_yyyymmdd(p.name))
+                except ValueError:
+                    continue
+        return sorted(out)
+
+    def winter_dates(self, season: str, orbit: str) -> list[dt.date]:
+        """Winter acquisition dates of one (season, orbit): listed in study.toml, else discovered."""
+        s = self.config.season(season)
+        self.config.orbit(orbit)  # raises on an unknown orbit
+        if s.dates is not None and orbit in s.dates:
+            dates = sorted(set(s.dates[orbit]))
+        else:
+            summer = set(s.summer.get(orbit, []))
+            dates = [d for d in self.scene_dates(orbit) if s.start <= d <= s.end and d not in summer]
+        return dates
+
+    def acquisitions(
+        self, season: str | None = None, orbit: str | None = None, include_first: bool = True
+    ) -> list[Acquisition]:
+        """Every (season, orbit, date) task, with the previous acquisition of the same orbit."""
+        out: list[Acquisition] = []
+        for s in self.config.seasons:
+            if season is not None and s.id != season:
+                continue
+            for o in self.config.orbits:
+                if orbit is not None and o.id != orbit:
+                    continue
+                prev = None
+                for d in self.winter_dates(s.id, o.id):
+                    if include_first or prev is not None:
+                        out.append(Acquisition(s.id, o.id, d, prev))
+                    prev = d
+        return out
+
+    def summer_dates(self, season: str, orbit: str) -> list[dt.date]:
+        return sorted(self.config.season(season).summer.get(orbit, []))
+
+    # -- tables -----------------------------------------------------------------------------
+    def read_corridors(self):
+        """Corridor polygons as a GeoDataFrame (path_id, massif, geometry)."""
+        import geopandas as gpd
+
+        if not self.corridors_path.is_file():
+            raise MissingInputError(f"{self.corridors_path} is missing -> see docs/data-contract.md (corridors)")
+        try:
+            return gpd.read_file(self.corridors_path, layer=CORRIDOR_LAYER)
+        except Exception as e:  # pyogrio raises several types for unreadable files
+            raise InputError(
+                Problem(str(self.corridors_path), f"layer {CORRIDOR_LAYER}", f"cannot be read: {e}",
+                        "write a GeoPackage with a layer named 'corridors'")
+            ) from e
+
+    def read_inventory(self):
+        """Inventory rows with ``date_min``/``date_max`` parsed to ``datetime.date``.
+
+        Raises ``InputError`` listing every unparsable or inverted date window (row numbers are
+        1-based data rows, as a spreadsheet shows them minus the header).
+        """
+        import pandas as pd
+
+        if not self.inventory_path.is_file():
+            raise MissingInputError(f"{self.inventory_path} is missing -> see docs/data-contract.md (inventory)")
+        df = pd.read_csv(self.inventory_path, dtype={"event_id": str, "path_id": str})
+        problems = []
+        missing = [c for c in INVENTORY_COLUMNS if c not in df.columns]
+        if missing:
+            raise InputError(Problem(str(self.inventory_path), "header", f"missing column(s) {missing}",
+                                     f"the header must contain {list(INVENTORY_COLUMNS)}"))
+        for col in ("date_min", "date_max"):
+            parsed = pd.to_datetime(df[col], format="%Y-%m-%d", errors="coerce")
+            for i in df.index[parsed.isna()]:
+                problems.append(Problem(str(self.inventory_path), f"row {i + 1}, {col}",
+                                        f"unparsable date {df.at[i, col]!r}", "write ISO dates, YYYY-MM-DD"))
+            df[col] = parsed.dt.date
+        ok = df["date_min"].notna() & df["date_max"].notna()
+        for i in df.index[ok & (df["date_max"] < df["date_min"])]:
+            problems.append(Problem(str(self.inventory_path), f"row {i + 1}",
+                                    f"date_max {df.at[i, 'date_max']} is before date_min {df.at[i, 'date_min']}",
+                                    "swap the two dates or correct the window"))
+        if problems:
+            raise InputError(problems)
+        return df
+
+
+def iter_bands(include_mask: bool = True) -> Iterable[str]:
+    yield from POLARISATIONS
+    if include_mask:
+        yield LAYOVER_SHADOW
