@@ -1,0 +1,1 @@
+"""Fixtures that build synthetic studies (owned by the synth stage)."""
