@@ -34,8 +34,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 
+# Apptainer image (SNAP + the Python stack); needs apptainer >= 1.2 and internet. docs/containers.md
+APPTAINER ?= apptainer
+APPTAINER_BUILD_FLAGS ?= --fakeroot
 container:
-	apptainer build containers/avalanche.sif containers/avalanche.def
+	$(APPTAINER) build $(APPTAINER_BUILD_FLAGS) containers/avalanche.sif containers/avalanche.def
 
 clean-demo:
 	rm -rf $(DEMO_STUDY)

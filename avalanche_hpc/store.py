@@ -10,13 +10,18 @@ Layout of ``STUDY/work/patches.h5`` (and of each shard, which holds the rows of 
 Metadata columns (``META_COLUMNS``); the key of a row is (season, orbit, date, path_id).
 
 This module is the only place that knows the layout. Readers use ``read_meta`` and
-``read_patches``; writers use ``write_patches`` (atomic: temp file + rename).
+``read_patches``; writers use ``write_patches`` or, for a store larger than memory,
+``open_patch_writer`` (both atomic: temp file + fsync + rename). Every file is opened with
+``open_h5`` (HDF5 file locking off: files are never modified after the rename, and shared
+cluster filesystems often refuse the lock). The merged store may instead be an HDF5 virtual
+dataset over the shards (``merge.py``); readers do not see the difference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +55,61 @@ META_COLUMNS: dict[str, str] = {
 _STR = h5py.string_dtype(encoding="utf-8")
 
 
+def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
+    """Open a shard/store/cache file without HDF5 file locking.
+
+    Every file of this layout is written once to a private temporary name and renamed into place
+    (never modified afterwards), so the lock protects nothing, and shared cluster filesystems
+    (NFS, Lustre, GPFS) often refuse it ("unable to lock file, errno 38/524"). This is what
+    ``HDF5_USE_FILE_LOCKING=FALSE`` does, per file; that variable, when set, takes precedence.
+    """
+    return h5py.File(path, mode, locking=False)
+
+
 def _column_array(name: str, values: pd.Series) -> np.ndarray:
     kind = META_COLUMNS.get(name, "str" if values.dtype == object else str(values.dtype))
     if kind == "str":
         return np.asarray(values.fillna("").astype(str).to_numpy(), dtype=object)
     return values.to_numpy().astype(kind)
+
+
+def _check_meta(meta: pd.DataFrame, n: int) -> None:
+    if len(meta) != n:
+        raise ValueError(f"{len(meta)} metadata rows for {n} patches")
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing:
+        raise ValueError(f"metadata lacks column(s) {missing}")
+
+
+def _write_meta(f: h5py.File, meta: pd.DataFrame) -> None:
+    g = f.create_group("meta")
+    for col in meta.columns:
+        arr = _column_array(col, meta[col])
+        g.create_dataset(col, data=arr, dtype=_STR if arr.dtype == object else arr.dtype)
+
+
+def _write_attrs(f: h5py.File, attrs: Mapping[str, Any] | None) -> None:
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    for k, v in (attrs or {}).items():
+        f.attrs[k] = v
+
+
+def _pause_for_tests(tmp: Path) -> None:
+    """Test hook: sleep with the temporary file written but not yet renamed.
+
+    Set ``AVALANCHE_HPC_PAUSE_BEFORE_RENAME`` to a number of seconds; the kill test uses it to
+    SIGKILL a task mid-write. Unset (the normal case) it costs one environment lookup.
+    """
+    delay = os.environ.get(PAUSE_ENV)
+    if delay:
+        import time
+
+        (tmp.parent / (tmp.name + ".paused")).touch()
+        time.sleep(float(delay))
+        (tmp.parent / (tmp.name + ".paused")).unlink(missing_ok=True)
+
+
+PAUSE_ENV = "AVALANCHE_HPC_PAUSE_BEFORE_RENAME"
 
 
 def write_patches(
@@ -67,13 +122,9 @@ def write_patches(
     path = Path(path)
     if patches.ndim != 4 or patches.shape[1] != len(CHANNELS) or patches.shape[2] != patches.shape[3]:
         raise ValueError(f"patches must be (N, {len(CHANNELS)}, P, P), got {patches.shape}")
-    if len(meta) != patches.shape[0]:
-        raise ValueError(f"{len(meta)} metadata rows for {patches.shape[0]} patches")
-    missing = [c for c in META_COLUMNS if c not in meta.columns]
-    if missing:
-        raise ValueError(f"metadata lacks column(s) {missing}")
+    _check_meta(meta, patches.shape[0])
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with open_h5(tmp, "w") as f:
             n, _, p, _ = patches.shape
             f.create_dataset(
                 "patches", data=patches.astype(np.float32, copy=False),
@@ -81,19 +132,45 @@ def write_patches(
             )
             f["patches"].attrs["channels"] = list(CHANNELS)
             f["patches"].attrs["units"] = "dB"
-            g = f.create_group("meta")
-            for col in meta.columns:
-                arr = _column_array(col, meta[col])
-                g.create_dataset(col, data=arr, dtype=_STR if arr.dtype == object else arr.dtype)
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v
+            _write_meta(f, meta)
+            _write_attrs(f, attrs)
+        _pause_for_tests(tmp)
     return path
+
+
+@contextlib.contextmanager
+def open_patch_writer(
+    path: str | os.PathLike[str],
+    n: int,
+    patch_size: int,
+    meta: pd.DataFrame,
+    attrs: Mapping[str, Any] | None = None,
+) -> Iterator[h5py.Dataset]:
+    """Stream a large store: yields the empty ``/patches`` dataset (N, 3, P, P) to fill by slices.
+
+    The file is written to a temporary path and renamed onto ``path`` only when the block exits
+    without error (same layout and atomicity as ``write_patches``), so a consolidated store of
+    any size never has to fit in memory.
+    """
+    path = Path(path)
+    _check_meta(meta, n)
+    with atomic_path(path) as tmp:
+        with open_h5(tmp, "w") as f:
+            ds = f.create_dataset(
+                "patches", shape=(n, len(CHANNELS), patch_size, patch_size), dtype=np.float32,
+                chunks=(1, len(CHANNELS), patch_size, patch_size) if n else None,
+            )
+            ds.attrs["channels"] = list(CHANNELS)
+            ds.attrs["units"] = "dB"
+            _write_meta(f, meta)
+            _write_attrs(f, attrs)
+            yield ds
+        _pause_for_tests(tmp)
 
 
 def read_meta(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The metadata table; row i describes ``/patches[i]``."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         g = f["meta"]
         data = {}
         for col in g:
@@ -108,7 +185,7 @@ def read_meta(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def read_patches(path: str | os.PathLike[str], rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """Patches for ``rows`` (all when None), float32 (n, 3, P, P)."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         ds = f["patches"]
         if rows is None:
             return ds[()]
@@ -121,5 +198,5 @@ def read_patches(path: str | os.PathLike[str], rows: Sequence[int] | np.ndarray 
 
 
 def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}

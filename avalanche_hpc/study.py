@@ -175,7 +175,16 @@ def _pydantic_problems(err: ValidationError, file: Path) -> list[Problem]:
     out = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        out.append(Problem(str(file), f"key {loc}", e["msg"], "fix the value; see docs/data-contract.md"))
+        kind = e.get("type", "")
+        if kind == "missing":
+            fix = f"add the key '{e['loc'][-1]}'; see docs/data-contract.md"
+        elif kind == "extra_forbidden":
+            fix = "remove the key or correct its spelling; docs/data-contract.md lists the allowed keys"
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+            fix = f"fix the value{shown}; see docs/data-contract.md"
+        out.append(Problem(str(file), f"key {loc}", e["msg"], fix))
     return out
 
 

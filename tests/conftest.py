@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_synth", "tests.fixtures_slurm"]
+pytest_plugins = ["tests.fixtures_synth", "tests.fixtures_slurm", "tests.fixtures_learn", "tests.fixtures_report"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"

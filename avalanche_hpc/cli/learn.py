@@ -1,9 +1,76 @@
-"""CLI commands of this group (placeholder: the owning issue fills it in)."""
+"""``avalanche-hpc train`` and ``avalanche-hpc baseline``: parse options, delegate to train/baseline."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from avalanche_hpc.cli.options import ExperimentOpt, ForceOpt, StudyArg
+
+SplitOpt = Annotated[str, typer.Option("--split", help="'random' (60/20/20 by corridor) or 'holdout-<massif-slug>'.")]
+HoldoutOpt = Annotated[str | None, typer.Option(
+    "--holdout", help="Massif name to hold out as the test set (same as --split holdout-<slug>).")]
+SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the experiment's splits (negative draw).")]
+
+
+def _split_name(study, split: str, holdout: str | None) -> str:
+    from avalanche_hpc.errors import ConfigError
+    from avalanche_hpc.splits import holdout_split_name
+    from avalanche_hpc.study import Study
+
+    if holdout is None:
+        return split
+    massifs = Study.load(study).config.massifs
+    if holdout not in massifs:
+        raise ConfigError(f"--holdout {holdout!r} is not a massif of the study; massifs are {massifs}")
+    return holdout_split_name(holdout)
+
+
+def train(
+    study: StudyArg,
+    experiment: ExperimentOpt,
+    seed: Annotated[int, typer.Option("--seed", help="Training seed (head init, batch order, views, dropout).")] = 0,
+    split: SplitOpt = "random",
+    holdout: HoldoutOpt = None,
+    weights: Annotated[str, typer.Option(
+        "--weights", help="Backbone weights: imagenet (local file, sha256-checked), none (random init), "
+                          "auto (imagenet if present else none, with a warning) or a state_dict PATH.")] = "auto",
+    weights_sha256: Annotated[str | None, typer.Option("--weights-sha256", help="Expected sha256 of a PATH.")] = None,
+    max_epochs: Annotated[int, typer.Option("--max-epochs", help="Upper bound on epochs (early stopping).")] = 250,
+    patience: Annotated[int, typer.Option("--patience", help="Epochs without a better validation loss before stopping.")] = 30,
+    no_feature_bank: Annotated[bool, typer.Option(
+        "--no-feature-bank", help="Run the backbone on a fresh crop every epoch instead of the cached bank.")] = False,
+    views: Annotated[int, typer.Option("--views", help="Augmented views per patch in the feature bank.")] = 16,
+    split_seed: SplitSeedOpt = 0,
+    force: ForceOpt = False,
+) -> None:
+    """Train the VGG16 transfer model on one split and seed (resumes from its checkpoint; skips complete runs)."""
+    from avalanche_hpc.train import train_run
+
+    name = _split_name(study, split, holdout)
+    out = train_run(study, experiment, name, seed, weights, max_epochs, not no_feature_bank,
+                    split_seed=split_seed, weights_sha256=weights_sha256, patience=patience, n_views=views,
+                    force=force)
+    typer.echo(f"{out}")
+
+
+def baseline(
+    study: StudyArg,
+    experiment: ExperimentOpt,
+    split: SplitOpt = "random",
+    holdout: HoldoutOpt = None,
+    split_seed: SplitSeedOpt = 0,
+    force: ForceOpt = False,
+) -> None:
+    """Tune the change-detection thresholding baseline on the validation set and evaluate it."""
+    from avalanche_hpc.baseline import baseline_run
+
+    out = baseline_run(study, experiment, _split_name(study, split, holdout), split_seed=split_seed, force=force)
+    typer.echo(f"{out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``train`` and ``baseline`` to the root app."""
+    app.command("train")(train)
+    app.command("baseline")(baseline)

@@ -1,9 +1,75 @@
-"""CLI commands of this group (placeholder: the owning issue fills it in)."""
+"""``avalanche-hpc report``: build an experiment's report, or compare two experiments.
+
+``report`` is a command group whose default command is ``build``, so both forms work::
+
+    avalanche-hpc report STUDY --experiment NAME        (= report build STUDY --experiment NAME)
+    avalanche-hpc report compare STUDY EXP_A EXP_B
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import click
 import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from avalanche_hpc.cli.options import ExperimentOpt, StudyArg
+
+DEFAULT_COMMAND = "build"
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group that runs ``build`` when its first argument is not one of its commands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+report_app = typer.Typer(
+    cls=DefaultCommandGroup,
+    help="Reports: Table I, per-massif and hold-out tables, figures, the paper's analysis (HTML, Markdown, JSON).\n\n"
+         "'avalanche-hpc report STUDY --experiment NAME' is short for 'avalanche-hpc report build STUDY "
+         "--experiment NAME'.",
+    no_args_is_help=True,
+)
+
+
+@report_app.command("build")
+def build_cmd(study: StudyArg, experiment: ExperimentOpt) -> None:
+    """Write STUDY/reports/NAME/ (index.html, report.md, summary.json, figures/) from STUDY/runs/NAME.
+
+    Metrics are recomputed from the runs' predictions.csv; prints Table I and the report's path.
+    """
+    from avalanche_hpc.report import build_report, report_summary
+    from avalanche_hpc.report.render import rich_table_from_json
+
+    index = build_report(study, experiment)
+    console = Console()
+    console.print(rich_table_from_json(report_summary(index)["tables"]["table1"]))
+    console.print(str(index), soft_wrap=True, highlight=False)
+
+
+@report_app.command("compare")
+def compare_cmd(
+    study: StudyArg,
+    exp_a: Annotated[str, typer.Argument(help="First experiment (A), a folder under STUDY/runs/.", show_default=False)],
+    exp_b: Annotated[str, typer.Argument(help="Second experiment (B); differences are B - A.", show_default=False)],
+) -> None:
+    """Compare two experiments' Table I and hold-outs: writes STUDY/reports/compare-A-vs-B/."""
+    from avalanche_hpc.report import compare_experiments, report_summary
+    from avalanche_hpc.report.render import rich_table_from_json
+
+    index = compare_experiments(Path(study), exp_a, exp_b)
+    console = Console()
+    console.print(rich_table_from_json(report_summary(index)["tables"]["compare_all"]))
+    console.print(str(index), soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add the ``report`` group to the root app."""
+    app.add_typer(report_app, name="report")

@@ -1,0 +1,1 @@
+"""Launching stages on SLURM (submitit), profiles, containers."""

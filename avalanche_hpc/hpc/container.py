@@ -1,0 +1,125 @@
+"""Container-aware launching: run job Python (and SNAP's gpt) inside the Apptainer image.
+
+A cluster profile that names an image::
+
+    image = "/shared/containers/avalanche.sif"
+    binds = ["/shared/data/studies"]      # host paths visible in the container (src[:dst[:opts]])
+    scratch = "/scratch"                  # node-local scratch: bound too
+
+makes every job run as ``apptainer exec --nv --bind <binds> image.sif python ...``
+(submitit's ``python`` setting: ``python_command(profile)`` is that prefix, joined).
+
+What must be bound
+------------------
+* the study directories and the job folder (submitit writes pickles/logs there): ``binds``;
+* local scratch (``$TMPDIR``/``/scratch``): per-task SNAP user dirs and temporary files;
+* nothing for the GPU: ``--nv`` binds the host's NVIDIA driver libraries and devices.
+
+``scontrol requeue`` / ``sbatch`` from inside the image
+-------------------------------------------------------
+submitit's checkpoint/timeout handling (``submitit/slurm/slurm.py``: on SIGUSR2 the job
+process calls ``scontrol requeue $SLURM_JOB_ID``) runs *in the job's Python*, i.e. inside
+the container. The image has no SLURM client, so for requeue to work from inside it the
+host's client must be bound in, read-only:
+
+* the binaries: ``/usr/bin/scontrol`` (and ``sbatch``/``squeue``/``sacct`` if jobs submit jobs);
+* their libraries: ``/usr/lib/x86_64-linux-gnu/slurm*`` or ``/usr/lib64/slurm`` (``libslurmfull.so``),
+  plus ``libmunge.so.2`` when the image's distribution lacks it;
+* the configuration: ``/etc/slurm`` (``slurm.conf``; or the ``SLURM_CONF`` file; configless
+  clusters fetch it from slurmctld and need only the DNS SRV record or ``--conf-server``);
+* authentication: the munge socket directory ``/run/munge`` (``/var/run/munge``);
+* the ``slurm`` user in ``/etc/passwd`` (Apptainer binds the host's ``/etc/passwd`` entries by default).
+
+``requeue_binds()`` returns the usual set; sites differ, so the profile's ``binds`` is the
+place to adjust. The alternative that needs none of this: keep submitit (and its signal
+handler) on the host and put only the workload in the container, i.e. launch
+``apptainer exec ... python -m ...`` as a *command* job; submitit's own Python then runs on
+the host and can call the host's scontrol. This project uses the first form (submitit's
+``python`` setting), so the requeue binds are needed where preemption/timeouts are handled.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from avalanche_hpc.errors import ConfigError, MissingInputError
+
+APPTAINER = "apptainer"
+# Host paths that let `scontrol requeue` work from inside the image (see the module docstring).
+REQUEUE_BINDS = (
+    "/etc/slurm",
+    "/run/munge",
+    "/usr/bin/scontrol",
+    "/usr/bin/sbatch",
+    "/usr/lib/x86_64-linux-gnu/slurm-wlm",
+)
+
+
+def _field(profile: Any, name: str, default: Any = None) -> Any:
+    if isinstance(profile, Mapping):
+        return profile.get(name, default)
+    return getattr(profile, name, default)
+
+
+def load_profile(profile: Any) -> Any:
+    """A profile as given (mapping or ``Profile``), or read and validated from a TOML file path."""
+    if isinstance(profile, (str, Path)):
+        from avalanche_hpc.hpc.profiles import load_profile as load_validated
+
+        return load_validated(profile)
+    return profile
+
+
+def requeue_binds(existing_only: bool = True) -> list[str]:
+    """Host paths to bind so that ``scontrol requeue`` works from inside the image (those present here)."""
+    return [p for p in REQUEUE_BINDS if not existing_only or Path(p).exists()]
+
+
+def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv: bool | None = None,
+                     check_image: bool = False) -> list[str] | None:
+    """``[apptainer, exec, --nv, --bind, a,b, image.sif]`` when the profile names ``image``, else None."""
+    profile = load_profile(profile)
+    if profile is None:
+        return None
+    image = _field(profile, "image")
+    if not image:
+        return None
+    image = str(image)
+    if check_image and not Path(image).is_file():
+        raise MissingInputError(f"container image {image} (profile key 'image') does not exist -> build it with "
+                                "'make container' (docs/containers.md) or fix the path in the profile")
+    binds = _field(profile, "binds", []) or []
+    if isinstance(binds, str):
+        raise ConfigError(f"profile key 'binds' must be a list of paths, got the string {binds!r} -> "
+                          'write binds = ["/scratch", "/data"]')
+    scratch = _field(profile, "scratch")
+    all_binds: list[str] = []
+    for b in [*binds, *([str(scratch)] if scratch else []), *(str(x) for x in extra_binds)]:
+        if b and b not in all_binds:
+            all_binds.append(str(b))
+    use_nv = _field(profile, "nv", True) if nv is None else nv
+    cmd = [str(_field(profile, "apptainer", APPTAINER) or APPTAINER), "exec"]
+    if use_nv:
+        cmd.append("--nv")
+    if all_binds:
+        cmd += ["--bind", ",".join(all_binds)]
+    cmd.append(image)
+    return cmd
+
+
+def python_command(profile: Any, *, extra_binds: Sequence[str | Path] = ()) -> list[str] | None:
+    """The ``apptainer exec --nv --bind ... image.sif python`` prefix when the profile names an image, else None.
+
+    submitit takes a string for its ``python`` setting: ``shlex.join(python_command(profile))``.
+    """
+    prefix = container_prefix(profile, extra_binds=extra_binds)
+    return None if prefix is None else [*prefix, "python"]
+
+
+def python_setting(profile: Any, *, extra_binds: Sequence[str | Path] = ()) -> str | None:
+    """``python_command`` as the single string submitit's ``python=`` parameter expects."""
+    cmd = python_command(profile, extra_binds=extra_binds)
+    return None if cmd is None else shlex.join(cmd)

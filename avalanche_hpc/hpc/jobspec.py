@@ -1,0 +1,168 @@
+"""Job specs (``jobs/*.toml``): which study, which stages with which settings, which executor.
+
+::
+
+    name = "demo"                          # names the SLURM jobs: avalanche-demo-preprocess, ...
+    experiment = "demo"                    # STUDY/runs/demo, STUDY/reports/demo
+    stages = ["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+    executor = "local"                     # or "slurm" (then a profile is needed)
+    profile = "../slurm/profiles/local.toml"
+
+    [study]
+    path = "../studies/demo"               # relative paths: relative to this file's folder
+    preset = "demo"                        # optional: a synthetic study made when absent ...
+    seed = 0                               # ... from this seed
+
+    [train]
+    seeds = [0, 1, 2]
+    splits = ["random"]
+    holdouts = ["Haute-Maurienne"]         # adds split "holdout-haute-maurienne"
+    max_epochs = 250
+
+Everything is validated before any work starts; an unknown key is answered with the valid ones.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.hpc.profiles import STAGES, StageName
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySpec(_Model):
+    path: Path = Field(description="study directory (relative: to the job file's folder)")
+    preset: str | None = Field(None, description="synthetic preset made at 'path' when it has no study.toml")
+    seed: int = Field(0, description="seed of the synthetic study")
+
+
+class PreprocessSpec(_Model):
+    force: bool = False
+
+
+class MergeSpec(_Model):
+    force: bool = False
+    layout: Literal["consolidated", "virtual"] = "consolidated"
+
+
+class TrainSpec(_Model):
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    splits: list[str] = Field(default_factory=lambda: ["random"])
+    holdouts: list[str] = Field(default_factory=list, description="massif names held out (one split each)")
+    split_seed: int = 0
+    weights: str = "auto"
+    max_epochs: int = Field(250, ge=1)
+    feature_bank: bool = True
+    patience: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    n_views: int | None = Field(None, ge=1)
+    crop: int | None = Field(None, ge=1)
+    force: bool = False
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``train.train_run`` besides root/experiment/split/seed/dist."""
+        kw: dict[str, Any] = {"weights": self.weights, "max_epochs": self.max_epochs,
+                              "feature_bank": self.feature_bank, "split_seed": self.split_seed, "force": self.force}
+        for k in ("patience", "batch_size", "lr", "n_views", "crop"):
+            if getattr(self, k) is not None:
+                kw[k] = getattr(self, k)
+        return kw
+
+
+class BaselineSpec(_Model):
+    crop: int = 50
+    force: bool = False
+
+
+class JobSpec(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGES), min_length=1)
+    executor: Literal["local", "slurm"] = "local"
+    profile: Path | None = None
+    study: StudySpec
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    merge: MergeSpec = Field(default_factory=MergeSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    baseline: BaselineSpec = Field(default_factory=BaselineSpec)
+    source: Path | None = Field(None, exclude=True, description="the TOML file it was read from")
+
+    @field_validator("stages")
+    @classmethod
+    def _ordered_unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a stage is listed twice: {v}")
+        return sorted(v, key=STAGES.index)
+
+    @model_validator(mode="after")
+    def _synth_needs_preset(self) -> JobSpec:
+        if "synth" in self.stages and not self.study.preset:
+            raise ValueError("stage 'synth' needs study.preset (e.g. preset = \"tiny\"), or drop 'synth' from stages")
+        return self
+
+    @property
+    def root(self) -> Path:
+        return self.study.path
+
+    def split_names(self) -> list[str]:
+        from avalanche_hpc.splits import holdout_split_name
+
+        names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
+        return list(dict.fromkeys(names))
+
+
+def _explain(err: ValidationError, file: Path) -> str:
+    sections = {"study": StudySpec, "preprocess": PreprocessSpec, "merge": MergeSpec, "train": TrainSpec,
+                "baseline": BaselineSpec}
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            model = sections.get(loc[0], JobSpec) if len(loc) > 1 else JobSpec
+            valid = [k for k in model.model_fields if k != "source"]
+            lines.append(f"  - {key}: unknown key -> valid keys here: {', '.join(valid)}")
+        elif e["type"] == "literal_error" and loc and loc[0] == "stages":
+            lines.append(f"  - {key}: unknown stage {e.get('input')!r} -> valid stages: {', '.join(STAGES)}")
+        elif e["type"] == "missing":
+            lines.append(f"  - {key}: missing -> add it (see jobs/demo.toml)")
+        else:
+            shown = "" if isinstance(e.get("input"), dict | list) else f" (got {e.get('input')!r})"
+            lines.append(f"  - {key}: {e['msg']}{shown}")
+    return f"{file}: {len(lines)} problem(s) in the job spec:\n" + "\n".join(lines)
+
+
+def parse_job(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> JobSpec:
+    """Validate a job mapping; relative paths are resolved against ``base_dir``."""
+    data = dict(data)
+    if isinstance(data.get("study"), dict) and "path" in data["study"]:
+        data["study"] = {**data["study"], "path": (base_dir / Path(data["study"]["path"])).resolve()}
+    if data.get("profile"):
+        data["profile"] = (base_dir / Path(data["profile"])).resolve()
+    try:
+        return JobSpec.model_validate({**data, "source": source})
+    except ValidationError as e:
+        raise ConfigError(_explain(e, source or Path("<job>"))) from e
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a job TOML file."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise MissingInputError(f"job spec {path} does not exist -> see jobs/demo.toml for an example")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    if "source" in data:
+        raise ConfigError(f"{path}: 'source' is not a job key")
+    return parse_job(data, path.parent, path)

@@ -1,0 +1,306 @@
+"""Submitting a job's stages to SLURM through submitit: one array job per stage, chained.
+
+- one array per stage (``SlurmExecutor.map_array``; never one sbatch per task), throttled with
+  ``%K`` (the profile's ``array_parallelism``), chained with ``afterok`` dependencies on the
+  upstream arrays (preprocess -> merge -> train + baseline -> report);
+- ``synth`` and ``check`` run here, on the submitting host, before anything is submitted;
+- re-running submits only what is incomplete: a task whose outputs are current is skipped, and a
+  task still pending or running in SLURM (from the recorded job ids and ``sacct``) is not
+  submitted twice; downstream stages of anything submitted are submitted again (their stage
+  functions skip complete work themselves);
+- every file of a job lives in one place (``JobFiles``): ``STUDY/work/jobs/{job name}/`` (or the
+  profile's ``job_dir``), with submitit's pickles and logs under ``{stage}/`` and the record of
+  what was submitted in ``jobs.json`` (read by ``status``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avalanche_hpc.atomic import write_json
+from avalanche_hpc.errors import ConfigError, StageError
+from avalanche_hpc.hpc.jobspec import JobSpec
+from avalanche_hpc.hpc.pipeline import DEPENDS, HOST_STAGES, Task, is_complete, list_stage_tasks, run_task, slurm_task
+from avalanche_hpc.hpc.profiles import Profile, load_profile
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                 "DEADLINE"}
+
+
+# -- where a job's files live -------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobFiles:
+    """Every path of a submitted job (the one place that knows them, as submitit's JobPaths)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, job: JobSpec, profile: Profile | None = None) -> JobFiles:
+        base = Path(profile.job_dir) if profile is not None and profile.job_dir else job.root / "work" / "jobs"
+        return cls(base / job.name)
+
+    @property
+    def record(self) -> Path:
+        return self.root / "jobs.json"
+
+    def stage_folder(self, stage: str) -> Path:
+        """submitit's folder of a stage (``%j`` is replaced by the job id, ``%A_%a`` for arrays)."""
+        return self.root / stage / "%j"
+
+    def logs(self, stage: str, job_id: str) -> tuple[Path, Path]:
+        """stdout and stderr of rank 0 of one (array) task."""
+        folder = self.root / stage / job_id
+        return folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err"
+
+    def read(self) -> dict[str, Any]:
+        if not self.record.is_file():
+            return {"stages": {}}
+        return json.loads(self.record.read_text(encoding="utf-8"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        write_json(self.record, record)
+
+
+# -- SLURM parameters of a stage ----------------------------------------------------------------
+def python_for(profile: Profile) -> str:
+    """The interpreter jobs run with: the image's python when the profile names one, else this venv's."""
+    try:
+        from avalanche_hpc.hpc.container import python_setting
+    except ImportError:  # container support not installed: the host interpreter
+        return shlex.quote(sys.executable)
+    return python_setting(profile) or shlex.quote(sys.executable)
+
+
+def slurm_parameters(job: JobSpec, profile: Profile, stage: str, dependency: str | None = None) -> dict[str, Any]:
+    """The submitit ``SlurmExecutor`` parameters of one stage's array (also used to render goldens)."""
+    r = profile.resources(stage)
+    params: dict[str, Any] = {
+        "job_name": f"avalanche-{job.name}-{stage}",
+        "time": r.time_min,
+        "nodes": r.nodes,
+        "ntasks_per_node": r.tasks_per_node,
+        "cpus_per_task": r.cpus_per_task,
+        "mem": _mem(r.mem_gb),
+        "signal_delay_s": profile.signal_delay_s,
+        "array_parallelism": r.array_parallelism,
+    }
+    if r.gpus_per_node:
+        params["gpus_per_node"] = r.gpus_per_node
+    for key in ("partition", "qos", "constraint"):
+        if getattr(r, key):
+            params[key] = getattr(r, key)
+    if profile.account:
+        params["account"] = profile.account
+    setup = list(profile.setup)
+    if profile.scratch:
+        setup.append(f'export TMPDIR="{profile.scratch}"')
+    if setup:
+        params["setup"] = setup
+    if dependency:
+        params["dependency"] = dependency
+    extra = {k: v for k, v in profile.sbatch.items()}
+    if stage == "train" or extra:
+        # the DDP ranks of a task find each other through SLURM; requeue is how checkpointing resumes
+        params["additional_parameters"] = {**({"requeue": True} if stage == "train" else {}), **extra}
+    return params
+
+
+def _mem(mem_gb: float | None) -> str | None:
+    if mem_gb is None:
+        return None
+    return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
+
+
+def render_sbatch(job: JobSpec, profile: Profile, stage: str, n_tasks: int, dependency: str | None = None,
+                  folder: Path | None = None) -> str:
+    """The sbatch script submitit writes for a stage's array of ``n_tasks`` (for review and goldens)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = slurm_parameters(job, profile, stage, dependency)
+    folder = folder or JobFiles.of(job, profile).stage_folder(stage)
+    command = " ".join([python_for(profile), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, map_count=n_tasks if n_tasks > 1 else None, **params)
+
+
+def _executor(job: JobSpec, profile: Profile, stage: str, dependency: str | None):
+    import submitit
+
+    folder = JobFiles.of(job, profile).stage_folder(stage)
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues, python=python_for(profile))
+    params = slurm_parameters(job, profile, stage, dependency)
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return ex
+
+
+# -- sacct ---------------------------------------------------------------------------------------
+def _expand_array(job_id: str) -> list[str]:
+    """``123_[4-6,9%2]`` -> ``123_4 123_5 123_6 123_9``; other ids unchanged."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not m:
+        return [job_id]
+    out = []
+    for part in m.group(2).split("%")[0].split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out += [f"{m.group(1)}_{i}" for i in range(int(a), int(b) + 1)]
+        elif part:
+            out.append(f"{m.group(1)}_{part}")
+    return out
+
+
+def sacct_states(job_ids: list[str]) -> dict[str, dict[str, str]]:
+    """``{job_id: {"state", "exit_code", "elapsed", "node"}}`` of (array) tasks, from ``sacct``.
+
+    An id sacct does not know (purged, or accounting down) is absent.
+    """
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    if not arrays:
+        return {}
+    cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,Elapsed,NodeList", "-j", ",".join(arrays)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("sacct failed (%s): SLURM states unknown, status from the outputs only", e)
+        return {}
+    states: dict[str, dict[str, str]] = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) < 5:
+            continue
+        jid, state, code, elapsed, node = parts[:5]
+        for j in _expand_array(jid):
+            states[j] = {"state": state.split()[0], "exit_code": code, "elapsed": elapsed, "node": node}
+    return states
+
+
+# -- submission ----------------------------------------------------------------------------------
+@dataclass
+class Submission:
+    """What one ``submit_job`` call submitted: ``{stage: [(task key, job id)]}`` and the arrays."""
+
+    job: JobSpec
+    files: JobFiles
+    submitted: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    arrays: dict[str, str] = field(default_factory=dict)  # stage -> array job id submitted now
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [jid for tasks in self.submitted.values() for _, jid in tasks]
+
+    def wait(self, timeout_s: float = 3600, poll_s: float = 2.0) -> dict[str, dict[str, str]]:
+        """Wait until every submitted task has ended; raise ``StageError`` naming failed tasks and logs."""
+        deadline = time.monotonic() + timeout_s
+        ids = self.job_ids
+        while True:
+            states = sacct_states(ids)
+            pending = [j for j in ids if states.get(j, {}).get("state", "PENDING") in ACTIVE_STATES]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise StageError(f"{len(pending)} task(s) of job {self.job.name} still running after {timeout_s} s: "
+                                 f"{', '.join(pending[:10])}")
+            time.sleep(poll_s)
+        bad = []
+        for stage, tasks in self.submitted.items():
+            for key, jid in tasks:
+                st = states.get(jid, {}).get("state", "UNKNOWN")
+                if st != "COMPLETED":
+                    bad.append(f"{stage} {key} ({jid}: {st}; log {self.files.logs(stage, jid)[1]})")
+        if bad:
+            raise StageError(f"{len(bad)} task(s) of job {self.job.name} did not complete:\n  - " + "\n  - ".join(bad)
+                             + f"\n-> see 'avalanche-hpc status {self.job.source or self.job.name}', fix, and run again")
+        return states
+
+
+def _active_tasks(record: dict[str, Any], stage: str) -> dict[str, str]:
+    """Task key -> job id of this stage's recorded tasks that SLURM still runs or holds."""
+    tasks = record.get("stages", {}).get(stage, {}).get("tasks", {})
+    ids = {k: v["job_id"] for k, v in tasks.items()}
+    states = sacct_states(list(ids.values()))
+    return {k: j for k, j in ids.items() if states.get(j, {}).get("state") in ACTIVE_STATES}
+
+
+def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
+    """Run the host stages, then submit one array per remaining stage with its incomplete tasks."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if prof.executor != "slurm":
+        raise ConfigError(f"profile {prof.name!r} has executor = {prof.executor!r}; the slurm executor needs a "
+                          "slurm profile (slurm/profiles/local.toml)")
+    if job.train.batch_size is not None and job.train.batch_size < prof.resources("train").tasks_per_node:
+        raise ConfigError(f"train.batch_size {job.train.batch_size} is smaller than the {prof.name} profile's "
+                          "DDP ranks (stages.train.tasks_per_node)")
+    for stage in HOST_STAGES:
+        if stage in job.stages:
+            for task in list_stage_tasks(job, stage) or []:
+                if stage == "check" or not is_complete(job, task):
+                    log.info("%s: %s", stage, run_task(job, task))
+    files = JobFiles.of(job, prof)
+    record = files.read()
+    sub = Submission(job, files)
+    waiting_on: dict[str, list[str]] = {}  # stage -> array ids downstream stages must wait for
+    for stage in job.stages:
+        if stage in HOST_STAGES:
+            continue
+        tasks = list_stage_tasks(job, stage)
+        if tasks is None:
+            raise StageError(f"cannot list the {stage} tasks: {job.root / 'study.toml'} is missing -> add 'synth' "
+                             "to the job's stages or point study.path at an existing study")
+        active = _active_tasks(record, stage)
+        upstream = sorted({a for d in DEPENDS[stage] for a in waiting_on.get(d, [])})
+        if upstream:  # upstream outputs will change: every task again (stage functions skip what is current)
+            todo = [t for t in tasks if t.key not in active]
+        else:
+            todo = [t for t in tasks if t.key not in active and not is_complete(job, t)]
+        waiting_on[stage] = sorted({j.split("_")[0] for j in active.values()})
+        if not todo:
+            log.info("%s: nothing to submit (%d complete, %d still in SLURM)", stage, len(tasks) - len(active),
+                     len(active))
+            continue
+        dependency = "afterok:" + ":".join(upstream) if upstream else None
+        ex = _executor(job, prof, stage, dependency)
+        fn = _stage_callable(stage)
+        jobs = ex.map_array(fn, [job] * len(todo), todo)
+        array_id = jobs[0].job_id.split("_")[0]
+        sub.arrays[stage] = array_id
+        sub.submitted[stage] = [(t.key, j.job_id) for t, j in zip(todo, jobs)]
+        waiting_on[stage] = sorted({*waiting_on[stage], array_id})
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        st = record.setdefault("stages", {}).setdefault(stage, {"tasks": {}})
+        st.setdefault("arrays", []).append({"array_job_id": array_id, "n_tasks": len(todo), "submitted": now,
+                                            "dependency": dependency})
+        for t, j in zip(todo, jobs):
+            out, err = files.logs(stage, j.job_id)
+            prev = st["tasks"].get(t.key, {})
+            st["tasks"][t.key] = {"job_id": j.job_id, "stdout": str(out), "stderr": str(err), "submitted": now,
+                                  "attempt": int(prev.get("attempt", 0)) + 1}
+        log.info("%s: array %s with %d task(s)%s", stage, array_id, len(todo),
+                 f" after {dependency}" if dependency else "")
+    record.update({"job": job.name, "study": str(job.root), "experiment": job.experiment, "profile": prof.name})
+    files.write(record)
+    return sub
+
+
+def _stage_callable(stage: str):
+    if stage == "train":
+        from avalanche_hpc.hpc.ddp import TrainTask
+
+        return TrainTask()
+    return slurm_task
+
+
+__all__ = ["JobFiles", "Submission", "submit_job", "render_sbatch", "slurm_parameters", "sacct_states",
+           "Task", "ACTIVE_STATES", "FAILED_STATES"]

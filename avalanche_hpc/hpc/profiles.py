@@ -1,0 +1,137 @@
+"""Cluster profiles: every cluster detail (partition, account, GPUs, time, image, binds) lives here.
+
+A profile is a TOML file (``slurm/profiles/*.toml``) validated by the pydantic models below
+before anything is submitted. An unknown key is answered with the list of valid keys::
+
+    name = "local"
+    partition = "debug"
+    array_parallelism = 4          # %K: at most K tasks of one array run at once
+
+    [defaults]                     # resources of every stage's tasks ...
+    time_min = 30
+    cpus_per_task = 1
+    mem_gb = 2
+
+    [stages.train]                 # ... overridden per stage
+    tasks_per_node = 2             # DDP ranks (one per GPU on a GPU node)
+    gpus_per_node = 0
+
+Units: ``time_min`` minutes, ``mem_gb`` GiB per node, ``signal_delay_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from avalanche_hpc.errors import ConfigError, MissingInputError
+
+STAGES = ("synth", "check", "preprocess", "merge", "train", "baseline", "report")
+StageName = Literal["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Model):
+    """What one task of a stage asks SLURM for. Every field is optional in a stage override."""
+
+    time_min: int | None = Field(None, ge=1, description="wall-clock limit per task (minutes)")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPU cores per task (per rank)")
+    mem_gb: float | None = Field(None, gt=0, description="memory per node (GiB)")
+    gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (0: CPU only)")
+    nodes: int | None = Field(None, ge=1, description="nodes per task (DDP over nodes)")
+    tasks_per_node: int | None = Field(None, ge=1, description="processes per node (DDP ranks)")
+    partition: str | None = Field(None, description="partition of this stage (overrides the profile's)")
+    qos: str | None = None
+    constraint: str | None = Field(None, description="node feature constraint, e.g. 'a100'")
+    array_parallelism: int | None = Field(None, ge=1, description="%K throttle of this stage's arrays")
+
+
+DEFAULT_RESOURCES = Resources(time_min=60, cpus_per_task=1, mem_gb=4, gpus_per_node=0, nodes=1, tasks_per_node=1)
+
+
+class Profile(_Model):
+    """A cluster profile (see the module docstring and slurm/profiles/example-university.toml)."""
+
+    name: str
+    executor: Literal["slurm", "local"] = "slurm"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    array_parallelism: int = Field(16, ge=1, description="%K: at most K tasks of an array at once")
+    signal_delay_s: int = Field(120, ge=0, description="USR2 this many seconds before the time limit")
+    max_requeues: int = Field(5, ge=0, description="checkpoint/requeue at most this many times")
+    image: str | None = Field(None, description="Apptainer image (.sif): jobs run inside it")
+    binds: list[str] = Field(default_factory=list, description="host paths bound into the image")
+    scratch: str | None = Field(None, description="node-local scratch ($TMPDIR for the jobs)")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before python (module load ...)")
+    job_dir: str | None = Field(None, description="where submitit writes pickles and logs (default STUDY/work/jobs)")
+    sbatch: dict[str, str | int | bool] = Field(default_factory=dict,
+                                               description="extra #SBATCH options, e.g. {mail-type = 'FAIL'}")
+    defaults: Resources = Field(default_factory=Resources)
+    stages: dict[StageName, Resources] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _binds_need_image(self) -> Profile:
+        if self.binds and not self.image:
+            raise ValueError("'binds' is set but 'image' is not: binds only apply inside an Apptainer image")
+        return self
+
+    def resources(self, stage: str) -> Resources:
+        """The resources of one stage: built-in defaults < [defaults] < [stages.STAGE]."""
+        merged: dict[str, Any] = DEFAULT_RESOURCES.model_dump()
+        merged["partition"], merged["qos"] = self.partition, self.qos
+        merged["array_parallelism"] = self.array_parallelism
+        for layer in (self.defaults, self.stages.get(stage)):  # type: ignore[call-overload]
+            if layer is not None:
+                merged.update({k: v for k, v in layer.model_dump().items() if v is not None})
+        return Resources(**merged)
+
+
+def _valid_keys(model: type[BaseModel]) -> str:
+    return ", ".join(model.model_fields)
+
+
+def _explain(err: ValidationError, file: Path, root_model: type[BaseModel]) -> str:
+    """One line per error with its key path and, for an unknown key, the valid keys at that place."""
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            model = root_model
+            if loc[0] in ("defaults", "stages") and len(loc) > 1:
+                model = Resources
+            valid = _valid_keys(model)
+            lines.append(f"  - {key}: unknown key -> valid keys here: {valid}")
+        elif e["type"] == "literal_error" and loc and loc[0] == "stages":
+            lines.append(f"  - {key}: unknown stage -> valid stages: {', '.join(STAGES)}")
+        else:
+            shown = "" if isinstance(e.get("input"), dict | list) else f" (got {e.get('input')!r})"
+            lines.append(f"  - {key}: {e['msg']}{shown}")
+    return f"{file}: {len(lines)} problem(s) in the cluster profile:\n" + "\n".join(lines)
+
+
+def parse_profile(data: dict[str, Any], source: str | Path = "<profile>") -> Profile:
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, Path(source), Profile)) from e
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile TOML file; errors name the file, the key and the valid keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"cluster profile {path} does not exist -> see slurm/profiles/ for examples "
+                                "(local.toml, example-university.toml)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    return parse_profile(data, path)

@@ -1,0 +1,95 @@
+"""What is done, pending, running and failed, per stage and task: from the outputs and from ``sacct``.
+
+The outputs decide "done" (a task whose outputs are current is done whatever SLURM says); for the
+others the recorded SLURM job (``jobs.json`` of ``launcher.JobFiles``) and its ``sacct`` state say
+pending / running / failed, with the path of the task's log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from avalanche_hpc.hpc.jobspec import JobSpec
+from avalanche_hpc.hpc.launcher import ACTIVE_STATES, JobFiles, sacct_states
+from avalanche_hpc.hpc.pipeline import is_complete, list_stage_tasks
+from avalanche_hpc.hpc.profiles import Profile
+
+DONE, PENDING, RUNNING, FAILED, NOT_SUBMITTED, STALE = "done", "pending", "running", "failed", "not submitted", "stale"
+_STYLE = {DONE: "green", PENDING: "yellow", RUNNING: "cyan", FAILED: "bold red", NOT_SUBMITTED: "dim", STALE: "magenta"}
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    stage: str
+    key: str
+    state: str  # done | pending | running | failed | not submitted | stale (SLURM completed, outputs not current)
+    job_id: str = ""
+    slurm_state: str = ""
+    elapsed: str = ""
+    log: str = ""  # stderr log of the task (rank 0) when it was submitted
+
+
+def job_status(job: JobSpec, profile: Profile | None = None) -> list[TaskStatus]:
+    """One row per task of every stage of the job."""
+    files = JobFiles.of(job, profile)
+    record = files.read().get("stages", {})
+    ids = [t["job_id"] for st in record.values() for t in st.get("tasks", {}).values()]
+    states = sacct_states(ids)
+    rows: list[TaskStatus] = []
+    for stage in job.stages:
+        tasks = list_stage_tasks(job, stage)
+        if tasks is None:
+            rows.append(TaskStatus(stage, "(study not made yet)", NOT_SUBMITTED))
+            continue
+        recorded = record.get(stage, {}).get("tasks", {})
+        for task in tasks:
+            rec = recorded.get(task.key)
+            jid = rec["job_id"] if rec else ""
+            s = states.get(jid, {})
+            slurm = s.get("state", "")
+            if stage == "check":  # runs on the submitting host before anything is submitted
+                done = bool(record)
+            else:
+                done = (job.root / "study.toml").is_file() and is_complete(job, task)
+            if done:
+                state = DONE
+            elif not rec:
+                state = NOT_SUBMITTED
+            elif slurm == "RUNNING":
+                state = RUNNING
+            elif slurm in ACTIVE_STATES or not slurm:
+                state = PENDING
+            elif slurm == "COMPLETED":
+                state = STALE
+            else:
+                state = FAILED
+            rows.append(TaskStatus(stage, task.key, state, jid, slurm, s.get("elapsed", ""),
+                                   rec.get("stderr", "") if rec else ""))
+    return rows
+
+
+def status_table(rows: list[TaskStatus], title: str = "") -> Table:
+    table = Table(title=title or None)
+    for col in ("stage", "task", "state", "job", "slurm", "elapsed", "log"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        style = _STYLE.get(r.state, "")
+        log = r.log if r.state in (FAILED, RUNNING, PENDING, STALE) else ""
+        table.add_row(r.stage, r.key, f"[{style}]{r.state}[/]", r.job_id, r.slurm_state, r.elapsed, log)
+    return table
+
+
+def summary(rows: list[TaskStatus]) -> dict[str, dict[str, int]]:
+    """``{stage: {state: count}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(r.stage, {}).setdefault(r.state, 0)
+        out[r.stage][r.state] += 1
+    return out
+
+
+def failed_logs(rows: list[TaskStatus]) -> list[Path]:
+    return [Path(r.log) for r in rows if r.state == FAILED and r.log]

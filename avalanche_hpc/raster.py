@@ -1,0 +1,147 @@
+"""Windowed raster reads around points: sigma0 in linear power with NaN for invalid pixels.
+
+Only the ``P x P`` windows around the deposition points are read, never a whole scene, so the
+cost of a task grows with the number of corridors, not with the scene area. Windows that reach
+beyond the raster edge are padded with NaN (invalid).
+
+Units: a scene's ``UNITS`` tag (GDAL dataset metadata, ``linear`` or ``dB``, case-insensitive)
+wins; otherwise the study's ``units``. dB values are converted to linear power
+``10 ** (x / 10)``. Pixels equal to the nodata value, non-finite pixels, and (in linear)
+pixels ``<= 0`` are NaN. ``layover_shadow.tif`` (uint8: 0 valid, 1 layover, 2 shadow, 3 both)
+marks invalid pixels; when absent every pixel is valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from avalanche_hpc.errors import InputError, MissingInputError, Problem
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "GridSpec", "read_windows", "read_power_windows", "read_mask_windows", "raster_units", "to_linear",
+    "window_origins",
+]
+
+UNITS_TAG = "UNITS"
+
+
+class GridSpec:
+    """The grid every scene must share with ``dem.tif``: transform, shape, CRS."""
+
+    def __init__(self, transform: rasterio.Affine, shape: tuple[int, int], crs):
+        self.transform, self.shape, self.crs = transform, shape, crs
+
+    @classmethod
+    def from_raster(cls, path: Path) -> GridSpec:
+        with open_raster(path, "grid") as src:
+            return cls(src.transform, (src.height, src.width), src.crs)
+
+    def check(self, src, path: Path, where: str) -> None:
+        if (src.height, src.width) != self.shape or not src.transform.almost_equals(self.transform):
+            raise InputError(Problem(
+                str(path), where,
+                f"not on the DEM grid: shape {(src.height, src.width)} transform {tuple(src.transform)[:6]} "
+                f"vs dem.tif shape {self.shape} transform {tuple(self.transform)[:6]}",
+                "resample the scene onto the DEM grid (same CRS, pixel size, origin and size)",
+            ))
+
+
+def open_raster(path: Path, where: str = ""):
+    """``rasterio.open`` with errors that name the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path} is missing ({where}) -> add the file or remove the date from the study")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioError as e:
+        raise InputError(Problem(str(path), where, f"cannot be read as a raster: {e}",
+                                 "re-create the file (a float32 GeoTIFF on the DEM grid)")) from e
+
+
+def raster_units(src, default: str, path: Path | str = "") -> str:
+    """``linear`` or ``dB`` from the ``UNITS`` tag, else ``default`` (the study's ``units``)."""
+    tag = src.tags().get(UNITS_TAG)
+    if tag is None or tag == "":
+        return default
+    t = tag.strip().lower()
+    if t in ("linear", "db"):
+        return "linear" if t == "linear" else "dB"
+    raise InputError(Problem(str(path), f"tag {UNITS_TAG}", f"unknown units {tag!r}",
+                             "set the UNITS tag to 'linear' or 'dB' (or remove it to use study.toml units)"))
+
+
+def to_linear(values: np.ndarray, units: str) -> np.ndarray:
+    """sigma0 in linear power (float32); NaN stays NaN; non-positive linear values become NaN."""
+    v = values.astype(np.float32, copy=False)
+    if units == "dB":
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = np.power(np.float32(10.0), v / np.float32(10.0))
+    else:
+        v = np.where(v > 0, v, np.float32(np.nan)).astype(np.float32, copy=False)
+    return v
+
+
+def window_origins(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Upper-left pixel of the ``size x size`` window centred on each (row, col)."""
+    half = size // 2
+    return np.asarray(rows, dtype=np.int64) - half, np.asarray(cols, dtype=np.int64) - half
+
+
+def read_windows(src, r0: np.ndarray, c0: np.ndarray, size: int, fill: float = np.nan,
+                 dtype=np.float32, path: Path | str = "", where: str = "") -> np.ndarray:
+    """Band 1 of ``src`` in the ``size x size`` windows with upper-left corners (r0, c0).
+
+    Parts of a window outside the raster are ``fill``. Returns (n, size, size) ``dtype``.
+    """
+    n = len(r0)
+    out = np.full((n, size, size), fill, dtype=dtype)
+    h, w = src.height, src.width
+    try:
+        for i in range(n):
+            ra, ca = int(r0[i]), int(c0[i])
+            rb, cb = ra + size, ca + size
+            rr0, cc0, rr1, cc1 = max(ra, 0), max(ca, 0), min(rb, h), min(cb, w)
+            if rr1 <= rr0 or cc1 <= cc0:
+                continue
+            data = src.read(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+            out[i, rr0 - ra:rr1 - ra, cc0 - ca:cc1 - ca] = data
+    except rasterio.errors.RasterioError as e:
+        raise InputError(Problem(str(path), where, f"read failed (corrupt or truncated file?): {e}",
+                                 "re-create the file")) from e
+    return out
+
+
+def read_power_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
+                       grid: GridSpec | None = None, where: str = "") -> np.ndarray:
+    """sigma0 windows in linear power, float32 (n, size, size), NaN where invalid or outside."""
+    with open_raster(path, where) as src:
+        if grid is not None:
+            grid.check(src, path, where)
+        if src.count < 1:
+            raise InputError(Problem(str(path), where, "has no band", "write sigma0 as band 1"))
+        units = raster_units(src, default_units, path)
+        raw = read_windows(src, r0, c0, size, path=path, where=where)
+        nodata = src.nodata
+    if nodata is not None and not np.isnan(nodata):
+        raw[raw == np.float32(nodata)] = np.nan
+    raw[~np.isfinite(raw)] = np.nan
+    return to_linear(raw, units)
+
+
+def read_mask_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int,
+                      grid: GridSpec | None = None, where: str = "") -> np.ndarray:
+    """Boolean (n, size, size): True where layover/shadow or outside the raster; all False if no file."""
+    if not Path(path).is_file():
+        return np.zeros((len(r0), size, size), dtype=bool)
+    with open_raster(path, where) as src:
+        if grid is not None:
+            grid.check(src, path, where)
+        m = read_windows(src, r0, c0, size, fill=255, dtype=np.uint8, path=path, where=where)
+    return m != 0

@@ -1,0 +1,459 @@
+"""Training of the VGG16 transfer model on one split and seed: ``train_run``.
+
+Run directory ``STUDY/runs/{experiment}/{split}/cnn/seed{N}/`` (layout: docs/architecture.md):
+``config.json`` (written first), ``history.csv`` and ``checkpoint.pt`` (every epoch, atomic),
+``best.pt`` (when the validation loss improves), then ``predictions.csv`` and ``metrics.json``
+(written last: its presence marks the run complete; a complete run with the same settings is
+skipped).
+
+The loop
+- cross-entropy, Adam; early stopping on the validation loss (``patience`` epochs without
+  improvement), at most ``max_epochs``; the best epoch's weights are kept and evaluated;
+- deterministic for a seed: the epoch's sample order, the view of each sample (bank index or
+  crop/flip) and the dropout masks are drawn from generators keyed by (seed, epoch[, batch]),
+  not from a global RNG; the head's initial weights from ``seed``;
+- resumable exactly: ``checkpoint.pt`` holds the head, the optimizer, the early-stopping state,
+  the history and the torch RNG state; a run finding it continues at the next epoch and ends
+  with the same metrics as an uninterrupted run (tested). Load with ``weights_only=True``.
+
+Distributed data parallel (``dist``): the global batch order is the same on every rank; rank r
+takes positions ``r::world_size`` of each global batch, with the dropout masks drawn for the
+global batch. Each rank back-propagates ``sum(loss of its samples) / global batch size`` and the
+gradients are summed with ``all_reduce``: the step equals the 1-rank step up to float
+summation order (relative ~1e-7 per step), so 1-rank and N-rank runs give identical or
+near-identical metrics (losses equal to ~1e-5 over tens of epochs). Every rank evaluates the
+(small) validation set itself, so early-stopping decisions agree without communication; only
+rank 0 writes files. The caller initialises the process group (``torch.distributed``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from avalanche_hpc import __version__
+from avalanche_hpc.atomic import atomic_path, write_json, write_text
+from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.features import (
+    DEFAULT_VIEWS,
+    FeatureBank,
+    backbone_features,
+    centre_views,
+    crop_batch,
+    data_digest,
+    load_or_build_bank,
+    prepare_patches,
+)
+from avalanche_hpc.metrics import focus_massif_of, metrics_report
+from avalanche_hpc.model import (
+    DROPOUT,
+    HIDDEN,
+    INPUT_SCALE_DB,
+    Backbone,
+    Head,
+    build_vgg16,
+    check_crop,
+    init_head,
+)
+from avalanche_hpc.splits import make_split, read_split, validate_split
+from avalanche_hpc.store import read_meta, read_patches
+from avalanche_hpc.study import Study
+from avalanche_hpc.weights import resolve_weights
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_COLUMNS = ["deposit_area_m2", "aspect", "slope", "elevation"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a distributed run (None = a single process)."""
+
+    rank: int
+    world_size: int
+    backend: str = "gloo"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting that changes a run's result (recorded in config.json)."""
+
+    max_epochs: int = 250
+    patience: int = 30  # epochs without a lower validation loss before stopping
+    batch_size: int = 64  # global batch (all ranks together)
+    lr: float = 1e-5  # Adam learning rate of the unfolded classifier (the folded fc1 gets x49)
+    n_views: int = DEFAULT_VIEWS  # feature-bank views per sample (besides the centre view)
+    crop: int = 50  # px
+    feature_bank: bool = True
+
+    def validate(self) -> None:
+        bad = []
+        if self.max_epochs < 1:
+            bad.append(f"max_epochs={self.max_epochs} must be >= 1")
+        if self.patience < 1:
+            bad.append(f"patience={self.patience} must be >= 1")
+        if self.batch_size < 1:
+            bad.append(f"batch_size={self.batch_size} must be >= 1")
+        if not self.lr > 0:
+            bad.append(f"lr={self.lr} must be > 0")
+        if self.n_views < 1:
+            bad.append(f"n_views={self.n_views} must be >= 1")
+        if bad:
+            raise ConfigError("; ".join(bad))
+        check_crop(self.crop)
+
+
+def run_dir(study: Study, experiment: str, split: str, seed: int) -> Path:
+    return study.runs_dir(experiment) / split / "cnn" / f"seed{seed}"
+
+
+# -- distributed helpers ------------------------------------------------------------------------
+def _world(dist: DistContext | None) -> tuple[int, int]:
+    return (0, 1) if dist is None else (dist.rank, dist.world_size)
+
+
+def _barrier(dist: DistContext | None) -> None:
+    if dist is not None and dist.world_size > 1:
+        torch.distributed.barrier()
+
+
+def _all_reduce_(tensors: list[torch.Tensor], dist: DistContext | None) -> None:
+    if dist is not None and dist.world_size > 1:
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+        i = 0
+        for t in tensors:
+            t.copy_(flat[i:i + t.numel()].view_as(t))
+            i += t.numel()
+
+
+# -- data -----------------------------------------------------------------------------------------
+@dataclass
+class RunData:
+    table: pd.DataFrame  # split rows (store row order) + analysis columns
+    patches: np.ndarray  # (n, 3, P, P) float32, NaN -> 0
+    digest: str
+
+
+def load_run_data(study: Study, split_csv: Path) -> RunData:
+    table = read_split(split_csv)
+    rows = table["store_row"].to_numpy(dtype=np.int64)
+    meta = read_meta(study.store_path)
+    for col in ANALYSIS_COLUMNS:
+        table[col] = meta[col].to_numpy()[rows]
+    patches = prepare_patches(read_patches(study.store_path, rows))
+    return RunData(table, patches, data_digest(rows, patches))
+
+
+class ViewSource:
+    """Backbone features of training views and of centre views (bank or per-epoch backbone)."""
+
+    def __init__(self, data: RunData, settings: TrainSettings, bank: FeatureBank | None,
+                 backbone: Backbone | None):
+        self.data, self.s, self.bank, self.backbone = data, settings, bank, backbone
+        if bank is not None:
+            self.pos = bank.positions(data.table["store_row"].to_numpy(dtype=np.int64))
+            self._centre = torch.from_numpy(bank.feats[self.pos, 0])
+        else:
+            p = data.patches.shape[-1]
+            self._centre = torch.from_numpy(backbone_features(
+                backbone, data.patches, centre_views(len(data.patches), p, settings.crop), settings.crop)[:, 0])
+
+    def centre(self, index: np.ndarray) -> torch.Tensor:
+        return self._centre[torch.from_numpy(index)]
+
+    def standardisation_sample(self, index: np.ndarray) -> torch.Tensor:
+        """Features of the rows ``index``: every bank view, or the centre view without a bank."""
+        if self.bank is not None:
+            return torch.from_numpy(self.bank.feats[self.pos[index]].reshape(-1, self.bank.feats.shape[-1]))
+        return self.centre(index)
+
+    def draw_views(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Per-sample view choice for an epoch: bank view index, or (r0, c0, flip_r, flip_c)."""
+        if self.bank is not None:
+            return rng.integers(1, self.bank.n_views + 1, size=n)
+        p, c = self.data.patches.shape[-1], self.s.crop
+        return np.concatenate([rng.integers(0, p - c + 1, size=(n, 2)), rng.integers(0, 2, size=(n, 2))], axis=1)
+
+    def train_features(self, index: np.ndarray, views: np.ndarray) -> torch.Tensor:
+        if self.bank is not None:
+            return torch.from_numpy(self.bank.feats[self.pos[index], views])
+        return self.backbone(crop_batch(self.data.patches, index, views, self.s.crop))
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def save_torch(obj: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _settings_record(study: Study, experiment: str, split: str, seed: int, split_seed: int,
+                     weights: dict, settings: TrainSettings, digest: str) -> dict:
+    return {
+        "experiment": experiment, "split": split, "seed": seed, "split_seed": split_seed,
+        "weights": weights, "settings": asdict(settings),
+        "model": {"arch": "vgg16", "frozen": "features", "trained": "classifier (3 FC, folded fc1)",
+                  "hidden": HIDDEN, "dropout": DROPOUT, "n_classes": 2, "input_scale_db": INPUT_SCALE_DB,
+                  "loss": "cross-entropy", "optimizer": "adam", "early_stopping": "validation loss",
+                  "feature_standardisation": weights["kind"] == "none"},
+        "data_sha256": digest, "store": str(study.store_path),
+    }
+
+
+def _same_settings(path: Path, record: dict) -> bool:
+    import json
+
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return all(old.get(k) == json.loads(json.dumps(v, default=str)) for k, v in record.items())
+
+
+def _epoch_masks(seed: int, epoch: int, batch: int, n: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    key = int(np.random.SeedSequence([seed, epoch, batch, 11]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    g = torch.Generator().manual_seed(key)
+    keep = 1.0 - DROPOUT
+    return (torch.bernoulli(torch.full((n, hidden), keep), generator=g),
+            torch.bernoulli(torch.full((n, hidden), keep), generator=g))
+
+
+def _evaluate(head: Head, feats: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, np.ndarray]:
+    head.eval()
+    with torch.no_grad():
+        logits = head(feats)
+        loss = float(F.cross_entropy(logits, labels))
+        prob = torch.softmax(logits, dim=1)[:, 1].numpy()
+    acc = float(((prob >= 0.5).astype(int) == labels.numpy()).mean()) if len(labels) else float("nan")
+    return loss, acc, prob
+
+
+def train_run(
+    root: Path,
+    experiment: str,
+    split: str = "random",
+    seed: int = 0,
+    weights: str = "auto",
+    max_epochs: int = 250,
+    feature_bank: bool = True,
+    dist: DistContext | None = None,
+    *,
+    split_seed: int = 0,
+    weights_sha256: str | None = None,
+    patience: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-5,
+    n_views: int = DEFAULT_VIEWS,
+    crop: int = 50,
+    force: bool = False,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> Path:
+    """Train (or resume, or skip when complete) one CNN run; returns its run directory.
+
+    ``stop_after_epochs`` returns after that many epochs of *this call* (leaving a checkpoint),
+    used by the resume test and by job wrappers that checkpoint before a time limit.
+    ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written.
+    """
+    root = Path(root)
+    rank, world = _world(dist)
+    main = rank == 0
+    study = Study.load(root)
+    validate_split(split, study.config.massifs)
+    settings = TrainSettings(max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr,
+                             n_views=n_views, crop=crop, feature_bank=feature_bank)
+    settings.validate()
+    if batch_size < world:
+        raise ConfigError(f"batch_size {batch_size} is smaller than the {world} ranks")
+    resolved = resolve_weights(weights, weights_sha256)
+    out = run_dir(study, experiment, split, seed)
+
+    if main:
+        split_csv = make_split(root, experiment, split, split_seed)
+    _barrier(dist)
+    split_csv = study.runs_dir(experiment) / split / "split.csv"
+    data = load_run_data(study, split_csv)
+    record = _settings_record(study, experiment, split, seed, split_seed, resolved.as_record(), settings, data.digest)
+
+    complete = (out / "metrics.json").is_file() and _same_settings(out / "config.json", record)
+    if complete and not force:
+        log.info("run %s is complete: skipped (use --force to redo it)", out)
+        return out
+    if main and out.exists() and (force or not _same_settings(out / "config.json", record)):
+        if not force and (out / "checkpoint.pt").exists():
+            raise ConfigError(f"{out} holds a run with other settings -> use --force to replace it, or another "
+                              f"--experiment name")
+        shutil.rmtree(out)
+    _barrier(dist)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {**record, "world_size": world, "code_version": __version__,
+                                         "torch_version": torch.__version__,
+                                         "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                         "weights_warning": resolved.warning})
+
+    # backbone features: the bank (rank 0 builds, the others read) or the backbone itself
+    vgg = None
+
+    def backbone_factory() -> Backbone:
+        nonlocal vgg
+        vgg = vgg if vgg is not None else build_vgg16(resolved)
+        return Backbone(vgg)
+
+    bank = None
+    if feature_bank:
+        features_dir = study.runs_dir(experiment) / "features"
+        rows = data.table["store_row"].to_numpy(dtype=np.int64)
+        if main:
+            bank = load_or_build_bank(features_dir, backbone_factory, rows, data.patches, data.digest,
+                                      resolved.ident, n_views, crop, progress=progress)
+        _barrier(dist)
+        if not main:
+            bank = load_or_build_bank(features_dir, backbone_factory, rows, data.patches, data.digest,
+                                      resolved.ident, n_views, crop, progress=False)
+        source = ViewSource(data, settings, bank, None)
+    else:
+        source = ViewSource(data, settings, None, backbone_factory())
+
+    if resolved.kind != "none" and vgg is None:
+        vgg = build_vgg16(resolved)
+    head = init_head(vgg, seed, pretrained_fc=resolved.kind != "none")
+    del vgg
+    optimizer = torch.optim.Adam(head.param_groups(lr))
+
+    sets = data.table["set"].to_numpy()
+    labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64))
+    train_idx = np.flatnonzero(sets == "train")
+    if resolved.kind == "none":  # random backbone: standardise its tiny features (model.Head.set_standardisation)
+        head.set_standardisation(source.standardisation_sample(train_idx))
+    val_idx = np.flatnonzero(sets == "val")
+    val_feats, val_labels = source.centre(val_idx), labels[val_idx]
+
+    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0, "stopped": False,
+             "history": []}
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    if ckpt_path.is_file():
+        ck = load_torch(ckpt_path)
+        head.load_state_dict(ck["head"])
+        optimizer.load_state_dict(ck["optimizer"])
+        torch.random.set_rng_state(ck["torch_rng"])
+        state = ck["state"]
+        log.info("resuming %s at epoch %d", out, state["epoch"])
+
+    done_here = 0
+    bar_ctx = _progress(progress and main)
+    with bar_ctx as bar:
+        ep_task = bar.add_task(f"train {split} seed{seed}", total=max_epochs, completed=state["epoch"]) if bar else None
+        while not state["stopped"] and state["epoch"] < max_epochs:
+            epoch = state["epoch"]
+            rng = np.random.default_rng([seed, epoch, 7])
+            order = train_idx[rng.permutation(len(train_idx))]
+            views = source.draw_views(rng, len(order))
+            head.train()
+            loss_sum = torch.zeros(2)  # summed loss, count
+            n_batches = (len(order) + batch_size - 1) // batch_size
+            for b in range(n_batches):
+                gidx = order[b * batch_size:(b + 1) * batch_size]
+                masks = _epoch_masks(seed, epoch, b, len(gidx), head.fc2.in_features)
+                mine = slice(rank, None, world)
+                x = source.train_features(gidx[mine], views[b * batch_size:(b + 1) * batch_size][mine])
+                logits = head(x, (masks[0][mine], masks[1][mine]))
+                loss = F.cross_entropy(logits, labels[gidx[mine]], reduction="sum")
+                optimizer.zero_grad(set_to_none=False)
+                (loss / len(gidx)).backward()
+                _all_reduce_([p.grad for p in head.parameters()], dist)
+                optimizer.step()
+                loss_sum += torch.tensor([loss.item(), float(len(gidx[mine]))])
+            _all_reduce_([loss_sum], dist)
+            val_loss, val_acc, _ = _evaluate(head, val_feats, val_labels)
+            train_loss = float(loss_sum[0] / max(loss_sum[1], 1))
+            improved = val_loss < state["best_loss"]
+            if improved:
+                state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+                if main:
+                    save_torch({"head": head.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+            else:
+                state["bad_epochs"] += 1
+            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                     "val_accuracy": val_acc, "best": improved})
+            state["epoch"] = epoch + 1
+            state["stopped"] = state["bad_epochs"] >= patience
+            if main:
+                save_torch({"head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                            "torch_rng": torch.random.get_rng_state(), "state": state}, ckpt_path)
+                write_text(out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
+            if bar:
+                bar.update(ep_task, completed=epoch + 1,
+                           description=f"train {split} seed{seed} val_loss {val_loss:.3f} acc {val_acc:.2f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            done_here += 1
+            if stop_after_epochs is not None and done_here >= stop_after_epochs and not state["stopped"]:
+                _barrier(dist)
+                return out
+    _barrier(dist)
+    if main:
+        _write_results(study, out, head, source, data, state["best_epoch"])
+    _barrier(dist)
+    return out
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=False)
+
+
+def _write_results(study: Study, out: Path, head: Head, source: ViewSource, data: RunData, best_epoch: int) -> None:
+    best = load_torch(out / "best.pt")
+    head.load_state_dict(best["head"])
+    all_idx = np.arange(len(data.table))
+    labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64))
+    _, _, prob = _evaluate(head, source.centre(all_idx), labels)
+    pred = predictions_table(data.table, prob, (prob >= 0.5).astype(int))
+    write_text(out / "predictions.csv", pred.to_csv(index=False))
+    focus = focus_massif_of(study.config.focus_massif, study.config.massifs)
+    metrics = metrics_report(pred, focus, best_epoch=int(best_epoch))
+    write_json(out / "metrics.json", metrics)
+    log.info("run %s: best epoch %d, test accuracy %s, F1 %s", out, best_epoch,
+             metrics["all"]["accuracy"], metrics["all"]["f1"])
+
+
+def predictions_table(table: pd.DataFrame, prob: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    """The predictions.csv schema (docs/architecture.md, Runs layout)."""
+    cols = ["store_row", "season", "orbit", "date", "path_id", "massif", "set", "label"]
+    out = table[cols].copy()
+    out["prob"] = np.asarray(prob, dtype=float)
+    out["pred"] = np.asarray(pred, dtype=int)
+    for c in ANALYSIS_COLUMNS:
+        out[c] = table[c].to_numpy()
+    return out

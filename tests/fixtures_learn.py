@@ -1,0 +1,73 @@
+"""Fixtures of the learning stage: small studies whose patch store is written directly.
+
+``make_learning_study`` writes a loadable ``study.toml`` and ``work/patches.h5`` (through
+``store.write_patches``) with a learnable signal: positives carry a bright deposit (+``signal_db``
+in ``VV*`` and ``VHdiff``, not in ``VV*_old``) near the patch centre over N(0, 1) dB noise.
+Nothing else of the study (rasters, inventory) is needed by splits, training or the baseline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from avalanche_hpc.store import META_COLUMNS, write_patches
+from avalanche_hpc.study import OrbitConfig, SeasonConfig, Study, StudyConfig
+
+MASSIFS = ["Haute-Maurienne", "Vanoise", "Belledonne"]
+
+
+def make_learning_study(root: Path, paths_per_massif: int = 8, n_dates: int = 6, seed: int = 0,
+                        signal_db: float = 3.0, p_positive: float = 0.3, p_unknown: float = 0.1,
+                        patch: int = 64) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    dates = [dt.date(2018, 1, 1) + dt.timedelta(days=6 * i) for i in range(n_dates + 1)]
+    cfg = StudyConfig(
+        name="learn-test", crs_epsg=2154, pixel_size_m=20.0, massifs=MASSIFS, focus_massif="Haute-Maurienne",
+        patch_size=patch,
+        orbits=[OrbitConfig(id="D139", direction="descending", relative_orbit=139)],
+        seasons=[SeasonConfig(id="2017-2018", start=dt.date(2017, 12, 1), end=dt.date(2018, 5, 1),
+                              summer={"D139": [dt.date(2017, 8, 1)]})],
+    )
+    Study.write_config(root, cfg)
+    rows = []
+    for m in MASSIFS:
+        for k in range(paths_per_massif):
+            for d0, d1 in zip(dates[:-1], dates[1:]):
+                u = rng.random()
+                label = -1 if u < p_unknown else (1 if u < p_unknown + p_positive else 0)
+                rows.append({"path_id": f"{m[:3].upper()}{k:03d}", "massif": m, "season": "2017-2018",
+                             "orbit": "D139", "date": d1.isoformat(), "prev_date": d0.isoformat(), "label": label})
+    meta = pd.DataFrame(rows)
+    n = len(meta)
+    meta["event_id"] = [f"E{i}" if lab == 1 else "" for i, lab in enumerate(meta["label"])]
+    meta["deposit_area_m2"] = np.where(meta["label"] == 1, rng.uniform(50, 5000, n), np.nan).astype(np.float32)
+    meta["elevation"] = rng.uniform(1200, 2400, n).astype(np.float32)
+    meta["slope"] = rng.uniform(10, 40, n).astype(np.float32)
+    meta["aspect"] = rng.uniform(0, 360, n).astype(np.float32)
+    meta["valid_fraction"] = np.float32(1.0)
+    meta["x"] = rng.uniform(0, 1e4, n).astype(np.float32)
+    meta["y"] = rng.uniform(0, 1e4, n).astype(np.float32)
+    assert set(META_COLUMNS) <= set(meta.columns)
+    patches = rng.normal(0.0, 1.0, size=(n, 3, patch, patch)).astype(np.float32)
+    yy, xx = np.mgrid[0:patch, 0:patch]
+    for i in np.flatnonzero(meta["label"].to_numpy() == 1):
+        cy, cx = rng.integers(patch // 2 - 6, patch // 2 + 7, size=2)
+        r = rng.uniform(5, 9)
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r
+        patches[i, 0][blob] += signal_db
+        patches[i, 2][blob] += signal_db
+    patches[0, :, :3, :3] = np.nan  # invalid pixels exist in real stores
+    write_patches(root / "work" / "patches.h5", patches, meta, attrs={"study": "learn-test"})
+    return root
+
+
+@pytest.fixture()
+def learning_study(tmp_path) -> Path:
+    """A 3-massif study with a store of 144 patches (about 43 positive)."""
+    return make_learning_study(tmp_path / "study")
