@@ -54,7 +54,7 @@ COLUMNS = ("path_id", "massif", "monitored", "row", "col", "x", "y", "elevation"
            "zone_area_m2", "zone_pixels")
 
 
-def file_fingerprint(path: Path, hash_limit: int = 16 * 2**20) -> str:
+def file_fingerprint(path: Path, hash_limit: int = 2 * 2**20) -> str:
     """Identity of an input file: size + mtime, plus a content hash for files up to ``hash_limit``.
 
     Large rasters are identified by size and modification time only, so a task never reads a

@@ -111,12 +111,12 @@ def backbone_features(backbone: Backbone, patches: np.ndarray, views: np.ndarray
             task = bar.add_task(label, total=n * n_v)
             for s in starts:
                 e = min(s + batch_size, n * n_v)
-                out[s:e] = backbone(crop_batch(patches, flat_index[s:e], flat_views[s:e], crop)).numpy()
+                out[s:e] = backbone(crop_batch(patches, flat_index[s:e], flat_views[s:e], crop)).cpu().numpy()
                 bar.update(task, advance=e - s)
     else:
         for s in starts:
             e = min(s + batch_size, n * n_v)
-            out[s:e] = backbone(crop_batch(patches, flat_index[s:e], flat_views[s:e], crop)).numpy()
+            out[s:e] = backbone(crop_batch(patches, flat_index[s:e], flat_views[s:e], crop)).cpu().numpy()
     return out.reshape(n, n_v, FEATURE_DIM)
 
 

@@ -80,8 +80,9 @@ class Backbone(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features on the backbone's device (inputs are moved there)."""
         with torch.inference_mode():
-            f = self.features(x)
+            f = self.features(x.to(next(self.features.parameters()).device))
         if f.shape[-2:] != (1, 1):
             raise ConfigError(f"backbone map is {tuple(f.shape[-2:])}, not 1x1: inputs must be {MIN_CROP}..{MAX_CROP} px")
         return f.flatten(1).clone()

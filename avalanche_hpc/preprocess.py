@@ -26,7 +26,7 @@ Per task (acquisition ``t1`` with previous acquisition ``t0`` of the same orbit 
 The first acquisition of a season has no ``t0``: it produces no shard (logged).
 
 Digests identify rasters by size + modification time (a task never reads a whole scene to
-decide), and tables (inventory via the label map, corridors, DEM up to 16 MiB) by content.
+decide), and tables (inventory via the label map, corridors; the DEM up to 2 MiB) by content.
 """
 
 from __future__ import annotations
@@ -71,22 +71,26 @@ def compute_channels(
     Inputs are (n, P, P) linear power with NaN where invalid; ``invalid`` (bool, same shape)
     adds layover/shadow. Channel order is ``store.CHANNELS``: VV*, VV*_old, VHdiff.
     """
-    f32 = [np.asarray(a, dtype=np.float32) for a in (vv1, vh1, vv0, vh0, vv_summer, vh_summer)]
-    vv1, vh1, vv0, vh0, vvs, vhs = f32
+    n = len(vv1)
+    out = np.empty((n, 3) + np.shape(vv1)[1:], dtype=np.float32)
+
+    def db_ratio(a, b, dst):  # 10 log10(a / b) into dst; NaN/inf/non-positive inputs give non-finite
+        np.divide(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), out=dst)
+        np.log10(dst, out=dst)
+        dst *= np.float32(10.0)
+
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # non-finite or non-positive in any input -> invalid (the sum is NaN/inf or the min <= 0)
-        valid = np.isfinite(vv1 + vh1 + vv0 + vh0 + vvs + vhs)
-        for a in f32:
-            valid &= a > 0
-        if invalid is not None:
-            valid &= ~invalid
-        ten = np.float32(10.0)
-        out = np.empty((vv1.shape[0], 3) + vv1.shape[1:], dtype=np.float32)
-        out[:, 0] = ten * np.log10(vv1 / vvs)  # VV*
-        out[:, 1] = ten * np.log10(vv0 / vvs)  # VV*_old
-        out[:, 2] = ten * np.log10(vh1 / vhs) - ten * np.log10(vh0 / vhs)  # VHdiff = VH* - VH*_old
-    out[np.broadcast_to(~valid[:, None], out.shape)] = np.nan
-    frac = valid.reshape(len(valid), -1).mean(axis=1).astype(np.float32) if valid.size else np.zeros(0, np.float32)
+        db_ratio(vv1, vv_summer, out[:, 0])  # VV*     = 10 log10(VV / VV_summer)
+        db_ratio(vv0, vv_summer, out[:, 1])  # VV*_old = 10 log10(VV_old / VV_summer)
+        vh_old = np.empty_like(out[:, 2])
+        db_ratio(vh1, vh_summer, out[:, 2])  # VH*
+        db_ratio(vh0, vh_summer, vh_old)  # VH*_old
+        out[:, 2] -= vh_old  # VHdiff = VH* - VH*_old
+        valid = np.isfinite(out[:, 0] + out[:, 1] + out[:, 2] + vh_old)
+    if invalid is not None:
+        valid &= ~invalid
+    np.copyto(out, np.float32(np.nan), where=~valid[:, None])
+    frac = valid.reshape(n, -1).mean(axis=1).astype(np.float32) if valid.size else np.zeros(0, np.float32)
     return out, frac
 
 
@@ -216,7 +220,7 @@ def summer_reference(inputs: StudyInputs, season: str, orbit: str) -> dict[str, 
             lin = read_power_windows(study.scene_path(orbit, d, band), r0, c0, p, study.config.units,
                                      inputs.grid, where)
             lin[read_mask_windows(study.scene_path(orbit, d, LAYOVER_SHADOW), r0, c0, p, inputs.grid, where)] = np.nan
-            ok = np.isfinite(lin)
+            ok = np.isfinite(lin) & (lin > 0)
             total += np.where(ok, lin, 0.0)
             count += ok
         with np.errstate(invalid="ignore", divide="ignore"):

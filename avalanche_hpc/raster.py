@@ -6,8 +6,8 @@ beyond the raster edge are padded with NaN (invalid).
 
 Units: a scene's ``UNITS`` tag (GDAL dataset metadata, ``linear`` or ``dB``, case-insensitive)
 wins; otherwise the study's ``units``. dB values are converted to linear power
-``10 ** (x / 10)``. Pixels equal to the nodata value, non-finite pixels, and (in linear)
-pixels ``<= 0`` are NaN. ``layover_shadow.tif`` (uint8: 0 valid, 1 layover, 2 shadow, 3 both)
+``10 ** (x / 10)``. Pixels equal to the nodata value and non-finite pixels are NaN; linear
+pixels ``<= 0`` are invalid too (the channel arithmetic and the summer mean reject them). ``layover_shadow.tif`` (uint8: 0 valid, 1 layover, 2 shadow, 3 both)
 marks invalid pixels; when absent every pixel is valid.
 """
 
@@ -78,13 +78,15 @@ def raster_units(src, default: str, path: Path | str = "") -> str:
 
 
 def to_linear(values: np.ndarray, units: str) -> np.ndarray:
-    """sigma0 in linear power (float32); NaN stays NaN; non-positive linear values become NaN."""
+    """sigma0 in linear power (float32); NaN stays NaN.
+
+    Linear values are returned as they are (no copy): non-positive power is invalid, and the
+    consumers treat it so (its log is not finite; the summer mean skips it).
+    """
     v = values.astype(np.float32, copy=False)
     if units == "dB":
         with np.errstate(over="ignore", invalid="ignore"):
             v = np.power(np.float32(10.0), v / np.float32(10.0))
-    else:
-        v = np.where(v > 0, v, np.float32(np.nan)).astype(np.float32, copy=False)
     return v
 
 
@@ -94,24 +96,55 @@ def window_origins(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.nd
     return np.asarray(rows, dtype=np.int64) - half, np.asarray(cols, dtype=np.int64) - half
 
 
+def _group_windows(r0: np.ndarray, c0: np.ndarray, size: int, cell: int, max_waste: float) -> list[np.ndarray]:
+    """Groups of window indices whose bounding box is worth one read.
+
+    Windows are binned by the ``cell x cell`` grid cell of their corner; a bin is read as one
+    box when the box area is at most ``max_waste`` times the windows' total area, otherwise
+    each of its windows is read alone (a group of one).
+    """
+    keys = (r0 // cell) * (1 << 32) + (c0 // cell)
+    order = np.argsort(keys, kind="stable")
+    _, starts = np.unique(keys[order], return_index=True)
+    groups: list[np.ndarray] = []
+    for idx in np.split(order, starts[1:]):
+        if len(idx) > 1:
+            h = r0[idx].max() - r0[idx].min() + size
+            w = c0[idx].max() - c0[idx].min() + size
+            if h * w <= max_waste * len(idx) * size * size:
+                groups.append(idx)
+                continue
+        groups.extend(idx[:, None])
+    return groups
+
+
 def read_windows(src, r0: np.ndarray, c0: np.ndarray, size: int, fill: float = np.nan,
-                 dtype=np.float32, path: Path | str = "", where: str = "") -> np.ndarray:
+                 dtype=np.float32, path: Path | str = "", where: str = "", grouped: bool = True,
+                 cell: int = 512, max_waste: float = 4.0) -> np.ndarray:
     """Band 1 of ``src`` in the ``size x size`` windows with upper-left corners (r0, c0).
 
     Parts of a window outside the raster are ``fill``. Returns (n, size, size) ``dtype``.
+    ``grouped``: nearby windows (same ``cell``-pixel grid cell, dense enough) are served by one
+    read of their bounding box instead of one read each; the result is identical.
     """
+    r0 = np.asarray(r0, dtype=np.int64)
+    c0 = np.asarray(c0, dtype=np.int64)
     n = len(r0)
     out = np.full((n, size, size), fill, dtype=dtype)
     h, w = src.height, src.width
+    groups = _group_windows(r0, c0, size, cell, max_waste) if grouped and n else [np.array([i]) for i in range(n)]
     try:
-        for i in range(n):
-            ra, ca = int(r0[i]), int(c0[i])
-            rb, cb = ra + size, ca + size
+        for idx in groups:
+            ra, ca = int(r0[idx].min()), int(c0[idx].min())
+            rb, cb = int(r0[idx].max()) + size, int(c0[idx].max()) + size
             rr0, cc0, rr1, cc1 = max(ra, 0), max(ca, 0), min(rb, h), min(cb, w)
             if rr1 <= rr0 or cc1 <= cc0:
                 continue
-            data = src.read(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
-            out[i, rr0 - ra:rr1 - ra, cc0 - ca:cc1 - ca] = data
+            box = np.full((rb - ra, cb - ca), fill, dtype=dtype)
+            box[rr0 - ra:rr1 - ra, cc0 - ca:cc1 - ca] = src.read(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+            for i in idx:
+                a, b = int(r0[i]) - ra, int(c0[i]) - ca
+                out[i] = box[a:a + size, b:b + size]
     except rasterio.errors.RasterioError as e:
         raise InputError(Problem(str(path), where, f"read failed (corrupt or truncated file?): {e}",
                                  "re-create the file")) from e

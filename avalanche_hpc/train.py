@@ -120,6 +120,18 @@ def run_dir(study: Study, experiment: str, split: str, seed: int) -> Path:
     return study.runs_dir(experiment) / split / "cnn" / f"seed{seed}"
 
 
+def select_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"device {device!r}: {e} -> use auto, cpu or cuda[:N]") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA device here -> use auto or cpu")
+    return dev
+
+
 # -- distributed helpers ------------------------------------------------------------------------
 def _world(dist: DistContext | None) -> tuple[int, int]:
     return (0, 1) if dist is None else (dist.rank, dist.world_size)
@@ -162,23 +174,24 @@ class ViewSource:
     """Backbone features of training views and of centre views (bank or per-epoch backbone)."""
 
     def __init__(self, data: RunData, settings: TrainSettings, bank: FeatureBank | None,
-                 backbone: Backbone | None):
-        self.data, self.s, self.bank, self.backbone = data, settings, bank, backbone
+                 backbone: Backbone | None, device: torch.device):
+        self.data, self.s, self.bank, self.backbone, self.device = data, settings, bank, backbone, device
         if bank is not None:
             self.pos = bank.positions(data.table["store_row"].to_numpy(dtype=np.int64))
-            self._centre = torch.from_numpy(bank.feats[self.pos, 0])
+            self._centre = torch.from_numpy(bank.feats[self.pos, 0]).to(device)
         else:
             p = data.patches.shape[-1]
             self._centre = torch.from_numpy(backbone_features(
-                backbone, data.patches, centre_views(len(data.patches), p, settings.crop), settings.crop)[:, 0])
+                backbone, data.patches, centre_views(len(data.patches), p, settings.crop), settings.crop)[:, 0]
+            ).to(device)
 
     def centre(self, index: np.ndarray) -> torch.Tensor:
-        return self._centre[torch.from_numpy(index)]
+        return self._centre[torch.from_numpy(index).to(self.device)]
 
     def standardisation_sample(self, index: np.ndarray) -> torch.Tensor:
         """Features of the rows ``index``: every bank view, or the centre view without a bank."""
         if self.bank is not None:
-            return torch.from_numpy(self.bank.feats[self.pos[index]].reshape(-1, self.bank.feats.shape[-1]))
+            return torch.from_numpy(self.bank.feats[self.pos[index]].reshape(-1, self.bank.feats.shape[-1])).to(self.device)
         return self.centre(index)
 
     def draw_views(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -190,8 +203,20 @@ class ViewSource:
 
     def train_features(self, index: np.ndarray, views: np.ndarray) -> torch.Tensor:
         if self.bank is not None:
-            return torch.from_numpy(self.bank.feats[self.pos[index], views])
+            return torch.from_numpy(self.bank.feats[self.pos[index], views]).to(self.device)
         return self.backbone(crop_batch(self.data.patches, index, views, self.s.crop))
+
+
+def write_experiment_record(study: Study, experiment: str, settings: dict) -> Path:
+    """``runs/{experiment}/experiment.json``: the experiment's settings, written by its first run.
+
+    Later runs leave it as it is (parallel array tasks would race on a merge); each run's own
+    ``config.json`` is authoritative, and the run directories say which seeds/splits exist.
+    """
+    path = study.runs_dir(experiment) / "experiment.json"
+    if not path.is_file():
+        write_json(path, {"experiment": experiment, "study": study.config.name, **settings})
+    return path
 
 
 # -- checkpoints --------------------------------------------------------------------------------
@@ -240,8 +265,8 @@ def _evaluate(head: Head, feats: torch.Tensor, labels: torch.Tensor) -> tuple[fl
     with torch.no_grad():
         logits = head(feats)
         loss = float(F.cross_entropy(logits, labels))
-        prob = torch.softmax(logits, dim=1)[:, 1].numpy()
-    acc = float(((prob >= 0.5).astype(int) == labels.numpy()).mean()) if len(labels) else float("nan")
+        prob = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+    acc = float(((prob >= 0.5).astype(int) == labels.cpu().numpy()).mean()) if len(labels) else float("nan")
     return loss, acc, prob
 
 
@@ -266,12 +291,15 @@ def train_run(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    device: str = "auto",
 ) -> Path:
     """Train (or resume, or skip when complete) one CNN run; returns its run directory.
 
     ``stop_after_epochs`` returns after that many epochs of *this call* (leaving a checkpoint),
     used by the resume test and by job wrappers that checkpoint before a time limit.
-    ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written.
+    ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written. ``device``:
+    "auto" (the current CUDA device when there is one - a DDP launcher sets it per local rank
+    with ``torch.cuda.set_device`` - else the CPU), "cpu", or "cuda[:N]".
     """
     root = Path(root)
     rank, world = _world(dist)
@@ -284,6 +312,7 @@ def train_run(
     if batch_size < world:
         raise ConfigError(f"batch_size {batch_size} is smaller than the {world} ranks")
     resolved = resolve_weights(weights, weights_sha256)
+    device = select_device(device)
     out = run_dir(study, experiment, split, seed)
 
     if main:
@@ -305,10 +334,14 @@ def train_run(
     _barrier(dist)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {**record, "world_size": world, "code_version": __version__,
+        write_json(out / "config.json", {**record, "world_size": world, "device": str(device),
+                                         "code_version": __version__,
                                          "torch_version": torch.__version__,
                                          "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                          "weights_warning": resolved.warning})
+        write_experiment_record(study, experiment, {
+            "split_seed": split_seed, "weights": weights, "weights_resolved": resolved.kind,
+            "weights_sha256": resolved.sha256, **asdict(settings), "data_sha256": data.digest})
 
     # backbone features: the bank (rank 0 builds, the others read) or the backbone itself
     vgg = None
@@ -316,7 +349,7 @@ def train_run(
     def backbone_factory() -> Backbone:
         nonlocal vgg
         vgg = vgg if vgg is not None else build_vgg16(resolved)
-        return Backbone(vgg)
+        return Backbone(vgg).to(device)
 
     bank = None
     if feature_bank:
@@ -329,18 +362,18 @@ def train_run(
         if not main:
             bank = load_or_build_bank(features_dir, backbone_factory, rows, data.patches, data.digest,
                                       resolved.ident, n_views, crop, progress=False)
-        source = ViewSource(data, settings, bank, None)
+        source = ViewSource(data, settings, bank, None, device)
     else:
-        source = ViewSource(data, settings, None, backbone_factory())
+        source = ViewSource(data, settings, None, backbone_factory(), device)
 
     if resolved.kind != "none" and vgg is None:
         vgg = build_vgg16(resolved)
-    head = init_head(vgg, seed, pretrained_fc=resolved.kind != "none")
+    head = init_head(vgg, seed, pretrained_fc=resolved.kind != "none").to(device)
     del vgg
     optimizer = torch.optim.Adam(head.param_groups(lr))
 
     sets = data.table["set"].to_numpy()
-    labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64))
+    labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64), device=device)
     train_idx = np.flatnonzero(sets == "train")
     if resolved.kind == "none":  # random backbone: standardise its tiny features (model.Head.set_standardisation)
         head.set_standardisation(source.standardisation_sample(train_idx))
@@ -362,26 +395,31 @@ def train_run(
     bar_ctx = _progress(progress and main)
     with bar_ctx as bar:
         ep_task = bar.add_task(f"train {split} seed{seed}", total=max_epochs, completed=state["epoch"]) if bar else None
+        batch_task = bar.add_task("  batches", total=1) if bar else None
         while not state["stopped"] and state["epoch"] < max_epochs:
             epoch = state["epoch"]
             rng = np.random.default_rng([seed, epoch, 7])
             order = train_idx[rng.permutation(len(train_idx))]
             views = source.draw_views(rng, len(order))
             head.train()
-            loss_sum = torch.zeros(2)  # summed loss, count
+            loss_sum = torch.zeros(2, device=device)  # summed loss, count
             n_batches = (len(order) + batch_size - 1) // batch_size
+            if bar:
+                bar.reset(batch_task, total=n_batches, description=f"  epoch {epoch} batches")
             for b in range(n_batches):
                 gidx = order[b * batch_size:(b + 1) * batch_size]
-                masks = _epoch_masks(seed, epoch, b, len(gidx), head.fc2.in_features)
+                masks = [m.to(device) for m in _epoch_masks(seed, epoch, b, len(gidx), head.fc2.in_features)]
                 mine = slice(rank, None, world)
                 x = source.train_features(gidx[mine], views[b * batch_size:(b + 1) * batch_size][mine])
                 logits = head(x, (masks[0][mine], masks[1][mine]))
-                loss = F.cross_entropy(logits, labels[gidx[mine]], reduction="sum")
+                loss = F.cross_entropy(logits, labels[torch.from_numpy(gidx[mine]).to(device)], reduction="sum")
                 optimizer.zero_grad(set_to_none=False)
                 (loss / len(gidx)).backward()
                 _all_reduce_([p.grad for p in head.parameters()], dist)
                 optimizer.step()
-                loss_sum += torch.tensor([loss.item(), float(len(gidx[mine]))])
+                loss_sum += torch.stack([loss.detach(), torch.tensor(float(len(gidx[mine])), device=device)])
+                if bar:
+                    bar.advance(batch_task)
             _all_reduce_([loss_sum], dist)
             val_loss, val_acc, _ = _evaluate(head, val_feats, val_labels)
             train_loss = float(loss_sum[0] / max(loss_sum[1], 1))
@@ -437,7 +475,7 @@ def _write_results(study: Study, out: Path, head: Head, source: ViewSource, data
     best = load_torch(out / "best.pt")
     head.load_state_dict(best["head"])
     all_idx = np.arange(len(data.table))
-    labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64))
+    labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64), device=source.device)
     _, _, prob = _evaluate(head, source.centre(all_idx), labels)
     pred = predictions_table(data.table, prob, (prob >= 0.5).astype(int))
     write_text(out / "predictions.csv", pred.to_csv(index=False))

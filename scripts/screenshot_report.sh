@@ -41,5 +41,6 @@ if [[ ! -s "$tmp_png" ]]; then
     echo "error: chromium wrote no screenshot for $html_abs" >&2
     exit 1
 fi
-mv -f "$tmp_png" "$out_abs"   # complete file or none
+chmod 644 "$tmp_png"
+mv -f "$tmp_png" "$out_abs.tmp-$$" && mv -f "$out_abs.tmp-$$" "$out_abs"   # complete file or none
 echo "$out_abs"

@@ -115,7 +115,10 @@ def write_fake_experiment(root: Path, experiment: str, *, strength: float, seeds
             if (split, s) == WRONG_METRIC[:2]:
                 metrics[WRONG_METRIC[2]][WRONG_METRIC[3]] = 0.999
             (d / "metrics.json").write_text(json.dumps(metrics))
-            (d / "config.json").write_text(json.dumps({"seed": s, "split": split, "lr": 1e-3, "max_epochs": 250}))
+            (d / "config.json").write_text(json.dumps({
+                "seed": s, "split": split, "settings": {"lr": 1e-3, "max_epochs": 250},
+                "weights": {"kind": "none", "requested": "auto"},
+                "weights_warning": "ImageNet weights unavailable (see https://example.invalid/vgg16.pth)"}))
         b = exp_dir / split / "baseline"
         b.mkdir(parents=True, exist_ok=True)
         pred = _predictions(table, meta, rng, strength / 4, east_penalty=0.0, baseline=True)

@@ -170,3 +170,18 @@ def test_config_validates_in_python_too():
     assert base.units == "linear" and base.patch_size == 64  # defaults
     with pytest.raises(ValueError, match="unique"):
         StudyConfig.model_validate(base.model_dump() | {"orbits": [base.orbits[0].model_dump()] * 2})
+
+
+def test_synthetic_tiny_study_loads(tiny_study: Path, tmp_path: Path):
+    """The generator's output is a Study like any other: listed dates, chained acquisitions, config round trip."""
+    s = Study.load(tiny_study)
+    for o in s.config.orbits:
+        season = s.config.seasons[0]
+        listed = sorted(season.dates[o.id]) if season.dates and o.id in season.dates else None
+        dates = s.winter_dates(season.id, o.id)
+        assert dates == (listed if listed is not None else dates) and len(dates) >= 2
+        acq = s.acquisitions(season=season.id, orbit=o.id)
+        assert [a.prev_date for a in acq] == [None, *dates[:-1]]
+        assert all(s.scene_path(o.id, d, "VV").is_file() for d in dates)
+    Study.write_config(tmp_path, s.config)
+    assert Study.load(tmp_path).config == s.config

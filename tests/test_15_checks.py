@@ -317,10 +317,3 @@ def test_console_script_exit_code(tiny_study_copy: Path, repo_root: Path):
     assert r.returncode == 1
     assert "inventory.csv" in r.stdout and "missing" in r.stdout
 
-
-# TEMP-DEV: hand-built stand-in until tests/fixtures_synth.py provides tiny_study_copy (remove then)
-@pytest.fixture
-def tiny_study_copy(tmp_path):
-    import sys
-    subprocess.run([sys.executable, "/tmp/ahdev/make_study.py", str(tmp_path / "s")], check=True)
-    return tmp_path / "s"

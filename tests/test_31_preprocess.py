@@ -130,6 +130,13 @@ def test_compute_channels_by_hand():
     np.testing.assert_allclose(out[0, :, 0, 1], [3.0103, -3.0103, 6.0206], atol=1e-4)
     assert np.isnan(out[0, :, 1, 0]).all() and np.isnan(out[0, :, 1, 1]).all()
     assert frac[0] == pytest.approx(0.5)
+    # non-positive or infinite linear power is invalid too
+    vh0 = vh0.copy()
+    vh0[0, 0, 1] = 0.0
+    vv1 = vv1.copy()
+    vv1[0, 0, 0] = np.inf
+    out, frac = compute_channels(vv1, vh1, vv0, vh0, vvs, vhs, invalid)
+    assert np.isnan(out).all() and frac[0] == 0.0
 
 
 def test_slope_aspect_of_planes():
@@ -357,3 +364,21 @@ def test_corrupt_outputs_are_redone_and_missing_summer_named(tmp_path):
     (root / "dem.tif").write_bytes(b"not a dem")
     with pytest.raises(InputError, match=r"dem\.tif"):
         preprocess_task(root, SEASON, ORBIT, WINTER[1], force=True)
+
+
+def test_grouped_window_reads_equal_single_reads(tmp_path):
+    from avalanche_hpc.raster import read_windows
+
+    rng = np.random.default_rng(0)
+    arr = rng.random((SIZE, SIZE)).astype(np.float32)
+    _write_tif(tmp_path / "a.tif", arr)
+    # dense clusters, isolated windows, and windows hanging over every edge
+    r0 = np.concatenate([rng.integers(-20, SIZE + 5, 60), [0, 0, 30, 30]])
+    c0 = np.concatenate([rng.integers(-20, SIZE + 5, 60), [0, 1, 2, 3]])
+    padded = np.full((SIZE + 80, SIZE + 80), np.nan, np.float32)
+    padded[40:40 + SIZE, 40:40 + SIZE] = arr
+    want = np.stack([padded[r + 40:r + 40 + PATCH, c + 40:c + 40 + PATCH] for r, c in zip(r0, c0)])
+    with rasterio.open(tmp_path / "a.tif") as src:
+        for grouped, cell in ((False, 512), (True, 16), (True, 512)):
+            got = read_windows(src, r0, c0, PATCH, grouped=grouped, cell=cell)
+            np.testing.assert_array_equal(got, want)

@@ -211,6 +211,7 @@ def test_figures_decode_and_html_is_self_contained(report: Path) -> None:
     outside_images = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
     assert not re.search(r"https?:|file:|//", outside_images, re.I)
     assert "url(" not in text and "@import" not in text
+    assert "CNN backbone weights: none" in text  # the runs' warning is summarised, its address is not copied
     images = [r for r in page.refs if r.startswith("data:")]
     assert len(images) == len(pngs)
     for r in page.refs:
@@ -282,3 +283,26 @@ def test_compare_cli_and_deltas(report_study: Path) -> None:
     assert abs(float(acc["Δ CNN (B − A)"]) - (b[0] - a[0])) <= 0.001
     settings = {r[0]: r[1:] for r in parse_html(index).tables["compare_settings"][1:]}
     assert settings["strength"] == ["1.2", "0.6"]
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", ".hidden", ""])
+def test_experiment_name_must_be_a_folder_name(report_study: Path, name: str) -> None:
+    from avalanche_hpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a folder name"):
+        build_report(report_study, name)
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="Debian's chromium is not installed")
+def test_screenshot_script_renders_the_report(report: Path, repo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shot.png"
+    res = subprocess.run(["bash", str(repo_root / "scripts" / "screenshot_report.sh"), str(report), str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    with Image.open(out) as im:
+        assert im.size == (1400, 3000)
+        colours = im.convert("L").resize((140, 300)).getextrema()
+    assert colours[1] - colours[0] > 100  # not a blank page
+    res = subprocess.run(["bash", str(repo_root / "scripts" / "screenshot_report.sh"), str(tmp_path / "none.html"),
+                          str(out)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "avalanche-hpc report" in res.stderr

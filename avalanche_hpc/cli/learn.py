@@ -42,6 +42,7 @@ def train(
     no_feature_bank: Annotated[bool, typer.Option(
         "--no-feature-bank", help="Run the backbone on a fresh crop every epoch instead of the cached bank.")] = False,
     views: Annotated[int, typer.Option("--views", help="Augmented views per patch in the feature bank.")] = 16,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu or cuda[:N].")] = "auto",
     split_seed: SplitSeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
@@ -51,7 +52,7 @@ def train(
     name = _split_name(study, split, holdout)
     out = train_run(study, experiment, name, seed, weights, max_epochs, not no_feature_bank,
                     split_seed=split_seed, weights_sha256=weights_sha256, patience=patience, n_views=views,
-                    force=force)
+                    device=device, force=force)
     typer.echo(f"{out}")
 
 

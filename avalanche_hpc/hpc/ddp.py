@@ -84,3 +84,19 @@ class TrainTask(submitit.helpers.Checkpointable):
         # train_run's own checkpoint.pt (written after every epoch) is the state: resubmit the same call.
         log.info("checkpoint requested (USR2/timeout/preemption): requeueing; training resumes from checkpoint.pt")
         return submitit.helpers.DelayedSubmission(TrainTask(), *args, **kwargs)
+
+
+class EpochPause:
+    """``on_epoch_end`` hook that sleeps ``seconds`` after each epoch (picklable).
+
+    Stretches a tiny training run so that a test or a demonstration can interrupt it mid-way
+    (``scontrol requeue``, USR2) at a known point.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+
+    def __call__(self, epoch: int) -> None:
+        import time
+
+        time.sleep(self.seconds)

@@ -226,12 +226,36 @@ class Submission:
         return states
 
 
+def never_satisfied(job_ids: list[str]) -> list[str]:
+    """Pending (array) jobs whose dependency can never be met (an upstream task failed)."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    if not arrays:
+        return []
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(arrays), "-o", "%i|%r"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.split("|")[0] for line in out.splitlines() if line.endswith("|DependencyNeverSatisfied")]
+
+
 def _active_tasks(record: dict[str, Any], stage: str) -> dict[str, str]:
-    """Task key -> job id of this stage's recorded tasks that SLURM still runs or holds."""
+    """Task key -> job id of this stage's recorded tasks that SLURM still runs or holds.
+
+    Jobs left pending for ever behind a failed upstream task (clusters without
+    ``DependencyParameters=kill_invalid_depend``) are cancelled here and count as not active.
+    """
     tasks = record.get("stages", {}).get(stage, {}).get("tasks", {})
     ids = {k: v["job_id"] for k, v in tasks.items()}
     states = sacct_states(list(ids.values()))
-    return {k: j for k, j in ids.items() if states.get(j, {}).get("state") in ACTIVE_STATES}
+    active = {k: j for k, j in ids.items() if states.get(j, {}).get("state") in ACTIVE_STATES}
+    stuck = set(never_satisfied(list(active.values())))
+    if stuck:
+        log.info("%s: cancelling %s (dependency never satisfied: an upstream task failed)", stage,
+                 ", ".join(sorted(stuck)))
+        subprocess.run(["scancel", *sorted(stuck)], capture_output=True, timeout=60)
+        active = {k: j for k, j in active.items() if j not in stuck and j.split("_")[0] not in stuck}
+    return active
 
 
 def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:

@@ -20,6 +20,7 @@ from typing import Any
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import write_json, write_text
+from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.report import figures as fig
 from avalanche_hpc.report.analysis import analyse_misses, summarise_dataset
 from avalanche_hpc.report.collect import (
@@ -90,6 +91,13 @@ def at_a_glance(exp: Experiment, miss: dict[str, Any]) -> list[str]:
     if asp.get("east_fn_share") is not None and asp.get("east_tp_share") is not None:
         out.append(f"East-facing deposits: {100 * asp['east_fn_share']:.0f} % of misses vs "
                    f"{100 * asp['east_tp_share']:.0f} % of detections (paper, descending orbit: 69 % vs 44 %).")
+    kinds = sorted({str((r.config.get("weights") or {}).get("kind", "")) for s in exp.splits for r in s.cnn} - {""})
+    warned = any(r.config.get("weights_warning") or (r.config.get("weights") or {}).get("warning")
+                 for s in exp.splits for r in s.cnn)
+    if kinds:
+        out.append(f"CNN backbone weights: {', '.join(kinds)}."
+                   + (" Training warned that ImageNet weights were unavailable: these CNN results are not "
+                      "comparable to the paper's (full warning in summary.json)." if warned else ""))
     return out or ["No finished run with test predictions."]
 
 
@@ -162,6 +170,8 @@ def _delta(a: Stat, b: Stat) -> str:
 
 def compare_experiments(root: Path, exp_a: str, exp_b: str) -> Path:
     """Table I and hold-outs of two experiments side by side (B - A); return the comparison's index.html."""
+    if exp_a == exp_b:
+        raise ConfigError(f"compare needs two different experiments, got {exp_a!r} twice")
     a, b = load_experiment(Path(root), exp_a), load_experiment(Path(root), exp_b)
     sa, sb = table_one_stats(a), table_one_stats(b)
     folder = a.study.reports_dir(f"compare-{exp_a}-vs-{exp_b}")

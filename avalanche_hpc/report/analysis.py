@@ -129,7 +129,15 @@ def analyse_misses(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
         present = sorted({int(m) for m in month[np.isfinite(month)]}, key=lambda m: (m < 7, m))  # winter order
         names = tuple(MONTHS[m - 1] for m in present)
         idx = np.array([present.index(int(m)) if np.isfinite(m) else -1 for m in month])
-        t, d = _class_table(pos, names, idx, "month", "TP vs FN by month of acquisition", pooled)
+        counts = np.array([[int(((idx == k) & is_tp).sum()), int(((idx == k) & ~is_tp).sum())]
+                           for k in range(len(names))])
+        counts = counts[counts.sum(axis=1) > 0]
+        p = None
+        if counts.shape[0] > 1 and (counts.sum(axis=0) > 0).all():
+            p = float(stats.chi2_contingency(counts)[1])
+        extra = f" Chi-square test of independence (month x outcome): p = {p:.3g}." if p is not None else ""
+        t, d = _class_table(pos, names, idx, "month", "TP vs FN by month of acquisition", pooled + extra)
+        d["chi2_p"] = p
         tables.append(t)
         data["month"] = d
 

@@ -175,6 +175,7 @@ def plot_holdouts(exp: Experiment, path: Path) -> Path | None:
     ax.bar(x + 0.2, base, 0.4, color=BASE_COLOR, label="baseline")
     ax.axhline(0.5, ls=":", color="grey")
     ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_xlim(-0.7, len(names) - 0.3)
     ax.set(ylim=(0, 1), ylabel="accuracy (test = held-out massif)", title="Hold-out massifs")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -31,9 +31,29 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _scalars(d: dict[str, Any]) -> dict[str, Any]:
-    """Top-level keys with scalar values (lists/dicts such as tuning curves stay in summary.json)."""
-    return {k: v for k, v in d.items() if not isinstance(v, dict | list)}
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys with scalar values; lists (tuning curves, ...) are left to summary.json."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif not isinstance(v, list):
+            out[key] = v
+    return out
+
+
+def _shown(key: str, value: Any) -> bool:
+    # free-text warnings (they may quote download addresses) live in summary.json and "At a glance"
+    return "warning" not in key.split(".")[-1]
+
+
+def _common_and_diffs(settings: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Keys with one value in every run, and per run the keys that differ."""
+    flat = [{k: v for k, v in flatten(s).items() if _shown(k, v)} for s in settings]
+    keys = set().union(*flat) if flat else set()
+    common = {k: flat[0][k] for k in sorted(keys) if all(k in f and f[k] == flat[0][k] for f in flat)}
+    return common, [{k: v for k, v in sorted(f.items()) if k not in common} for f in flat]
 
 
 def collect_provenance(exp: Experiment) -> dict[str, Any]:
@@ -60,21 +80,28 @@ def collect_provenance(exp: Experiment) -> dict[str, Any]:
 
 
 def provenance_rows(prov: dict[str, Any]) -> list[list[str]]:
-    """Key/value rows for the HTML/Markdown provenance table (scalars only; the rest is in summary.json)."""
+    """Key/value rows for the HTML/Markdown provenance table (the complete record is in summary.json).
+
+    Settings shared by every CNN run (resp. baseline run) are listed once; each run's row gives
+    what differs and the sha256 of its predictions.csv.
+    """
     rows = [["package version", prov["package_version"]], ["git describe", prov["git_describe"] or "n/a (not a git tree)"],
             ["study", prov["study"]], ["experiment", prov["experiment"]], ["focus massif", prov["focus_massif"]]]
-    for k, v in sorted(_scalars(prov.get("experiment_settings") or {}).items()):
-        rows.append([f"experiment.{k}", str(v)])
+    for k, v in sorted(flatten(prov.get("experiment_settings") or {}).items()):
+        if _shown(k, v):
+            rows.append([f"experiment.{k}", str(v)])
     store = prov.get("store") or {}
     if store:
         rows.append(["store", f"{store['path']} ({store['size_bytes'] / 1e6:.1f} MB)"])
-        for k, v in sorted((store.get("attrs") or {}).items()):
-            if not isinstance(v, dict | list):
-                rows.append([f"store.{k}", str(v)])
+        for k, v in sorted(flatten(store.get("attrs") or {}).items()):
+            rows.append([f"store.{k}", str(v)])
     else:
         rows.append(["store", "not found (dataset summary from split.csv only)"])
-    for r in prov["runs"]:
-        settings = ", ".join(f"{k}={v}" for k, v in sorted(_scalars(r["settings"]).items()))
-        rows.append([f"{r['split']} / {r['run']}", f"{settings or '(no settings file)'}; "
-                                                   f"predictions sha256 {r['predictions_sha256'][:16]}"])
+    for kind in ("cnn", "baseline"):
+        runs = [r for r in prov["runs"] if r["run"].startswith(kind)]
+        common, diffs = _common_and_diffs([r["settings"] for r in runs])
+        rows += [[f"{kind}.{k}", str(v)] for k, v in common.items()]
+        for r, d in zip(runs, diffs):
+            rows.append([f"{r['split']} / {r['run']}", ", ".join(f"{k}={v}" for k, v in d.items())
+                         + ("; " if d else "") + f"predictions sha256 {r['predictions_sha256'][:16]}"])
     return rows

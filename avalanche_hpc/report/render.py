@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,12 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+_NUMERIC = re.compile(r"[+-]?\d[\d.,]*( %)?|n/a")
+
+
 def _td(c: Any) -> str:
-    cls = "" if isinstance(c, Stat | int | float) else ' class="txt"'
+    numeric = isinstance(c, Stat | int | float) or bool(_NUMERIC.fullmatch(cell_text(c)))
+    cls = "" if numeric else ' class="txt"'
     return f"<td{cls}>{html.escape(cell_text(c))}</td>"
 
 

@@ -1,0 +1,345 @@
+"""``generate_study``: write a complete synthetic study (the study contract plus ``truth.csv``).
+
+Order of work (each file written atomically; scenes date by date, so memory does not grow with the
+number of dates):
+
+1. terrain, corridors, weather, events, inventory (all small, deterministic for the seed);
+2. ``study.toml``, ``dem.tif``, ``corridors.gpkg``, ``inventory.csv``;
+3. per orbit, per date (summer references first): ``scenes/{orbit}/{YYYYMMDD}/VV.tif, VH.tif,
+   layover_shadow.tif``; a date whose three files exist is skipped when resuming;
+4. ``truth.csv`` and ``truth_conditions.csv`` last, so their presence marks a complete study.
+
+``.synth.json`` records the preset, seed and generator version at the start: re-running the same
+generation on a half-written study finishes it; anything else needs ``overwrite=True``.
+Random numbers for one (orbit, date) come from ``rng_for(seed, orbit, date)``, so any date can
+be regenerated alone, byte-identically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+
+from avalanche_hpc.atomic import atomic_path, write_json, write_text
+from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig, fmt_yyyymmdd
+from avalanche_hpc.synth import debris, radar
+from avalanche_hpc.synth.corridors import Corridor, Footprint, deposit_footprint, make_corridors
+from avalanche_hpc.synth.fields import rng_for, smooth_field
+from avalanche_hpc.synth.inventory import make_events, make_inventory
+from avalanche_hpc.synth.presets import Preset, get_preset
+from avalanche_hpc.synth.snowpack import Weather, level_field, make_weather, snow_state
+from avalanche_hpc.synth.terrain import Terrain, make_terrain
+
+log = logging.getLogger(__name__)
+
+__all__ = ["generate_study", "GENERATOR_VERSION", "SynthWorld", "build_world", "winter_dates"]
+
+GENERATOR_VERSION = 1
+MARKER = ".synth.json"
+NODATA = {"linear": 0.0, "dB": -9999.0}
+_OWNED_FILES = ("study.toml", "dem.tif", "corridors.gpkg", "inventory.csv", "truth.csv", "truth_conditions.csv",
+                MARKER)
+_OWNED_DIRS = ("scenes", "work", "runs", "reports")
+
+
+def winter_dates(preset: Preset, orbit_index: int) -> list[dt.date]:
+    o = preset.orbits[orbit_index]
+    return [o.first_date + dt.timedelta(days=preset.repeat_days * k) for k in range(preset.n_dates)]
+
+
+def summer_dates(preset: Preset, orbit_index: int) -> list[dt.date]:
+    return [d + dt.timedelta(days=2 * orbit_index) for d in preset.summer_dates]
+
+
+class SynthWorld:
+    """Everything static of one generation: terrain, corridors, weather, events, footprints."""
+
+    def __init__(self, preset: Preset, seed: int, terrain: Terrain, corridors: list[Corridor], weather: Weather,
+                 events: pd.DataFrame, inventory: pd.DataFrame, footprints: list[Footprint]):
+        self.preset, self.seed = preset, seed
+        self.terrain, self.corridors, self.weather = terrain, corridors, weather
+        self.events, self.inventory, self.footprints = events, inventory, footprints
+        self.fresh_gain_db = debris.gain_db(events["deposit_area_m2"].to_numpy(), preset.physics) \
+            if len(events) else np.zeros(0)
+        self._level = level_field(terrain, seed)
+
+    def orbit_config(self, i: int) -> OrbitConfig:
+        o = self.preset.orbits[i]
+        return OrbitConfig(id=o.id, direction=o.direction, relative_orbit=o.relative_orbit)
+
+    def snow(self, d: dt.date):
+        return snow_state(self.terrain, self.weather, d, self.preset.physics, self.seed, self._level)
+
+
+def build_world(preset: Preset, seed: int) -> SynthWorld:
+    """Terrain, corridors, weather, events and inventory (deterministic, small)."""
+    terrain = make_terrain(preset.shape, preset.massifs, preset.pixel_m, preset.origin, preset.epsg, seed)
+    corridors = make_corridors(terrain, preset.n_corridors, preset.monitored_fraction, seed)
+    if not corridors:
+        raise ConfigError(f"preset {preset.name!r}: the terrain of seed {seed} holds no corridor; try another seed")
+    top = float(np.percentile(terrain.dem, 99.5))
+    weather = make_weather(preset.season_start, preset.season_end, seed, top)
+    all_dates = [d for i in range(len(preset.orbits)) for d in winter_dates(preset, i)]
+    events = make_events(corridors, weather, min(all_dates), max(all_dates), preset.events_per_corridor, seed)
+    inv, events = make_inventory(events, corridors, preset.recorded_fraction, seed)
+    by_id = {c.path_id: c for c in corridors}
+    footprints = []
+    for ev in events.itertuples():
+        rng = rng_for(seed, "deposit", ev.event_id)
+        footprints.append(deposit_footprint(by_id[ev.path_id], ev.deposit_area_m2, preset.pixel_m, rng, terrain.shape))
+    ends = {c.path_id: float(terrain.dem[c.end]) for c in corridors}
+    inv["runout_altitude_m"] = [round(ends[p], 0) for p in inv["path_id"]]
+    return SynthWorld(preset, seed, terrain, corridors, weather, events, inv, footprints)
+
+
+def _study_config(world: SynthWorld) -> StudyConfig:
+    p = world.preset
+    orbits = [world.orbit_config(i) for i in range(len(p.orbits))]
+    season = SeasonConfig(
+        id=p.season_id, start=p.season_start, end=p.season_end,
+        summer={o.id: summer_dates(p, i) for i, o in enumerate(p.orbits)},
+        dates={o.id: winter_dates(p, i) for i, o in enumerate(p.orbits)},
+    )
+    return StudyConfig(
+        name=f"synthetic-{p.name}-seed{world.seed}", crs_epsg=p.epsg, pixel_size_m=p.pixel_m, units="linear",
+        massifs=list(p.massifs), focus_massif="Haute-Maurienne" if "Haute-Maurienne" in p.massifs else None,
+        orbits=orbits, seasons=[season],
+        description=(f"Synthetic Sentinel-1 season (avalanche-hpc synth, preset {p.name}, seed {world.seed}, "
+                     f"generator v{GENERATOR_VERSION}); truth in truth.csv"),
+    )
+
+
+def _profile(terrain: Terrain, dtype: str, nodata: float | None) -> dict:
+    h, w = terrain.shape
+    prof = {"driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype,
+            "crs": rasterio.crs.CRS.from_epsg(terrain.epsg), "transform": terrain.transform,
+            "tiled": True, "blockxsize": 256, "blockysize": 256}
+    if nodata is not None:
+        prof["nodata"] = nodata
+    return prof
+
+
+def _write_raster(path: Path, data: np.ndarray, terrain: Terrain, nodata: float | None, tags: dict,
+                  compress: str | None = None) -> None:
+    prof = _profile(terrain, str(data.dtype), nodata)
+    if compress:
+        prof["compress"] = compress
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **prof) as dst:
+            dst.write(data, 1)
+            dst.update_tags(**{k: str(v) for k, v in tags.items()})
+
+
+def _write_dem(study: Study, terrain: Terrain) -> None:
+    _write_raster(study.dem_path, terrain.dem, terrain, -32768.0, {"UNITS": "metres", "CONTENT": "elevation"},
+                  compress="deflate")
+
+
+def _write_corridors(study: Study, world: SynthWorld) -> None:
+    import geopandas as gpd
+
+    gdf = gpd.GeoDataFrame(
+        {"path_id": [c.path_id for c in world.corridors], "massif": [c.massif for c in world.corridors],
+         "monitored": [bool(c.monitored) for c in world.corridors],
+         "width_m": [round(c.width_m, 1) for c in world.corridors]},
+        geometry=[c.polygon for c in world.corridors], crs=f"EPSG:{world.terrain.epsg}",
+    )
+    with atomic_path(study.corridors_path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*extension should be 'gpkg'")  # the temporary name
+        gdf.to_file(tmp, layer="corridors", driver="GPKG", engine="pyogrio")
+
+
+def _truth_table(world: SynthWorld, geoms: list[radar.OrbitGeometry]) -> pd.DataFrame:
+    t = world.terrain
+    massif = {c.path_id: c.massif for c in world.corridors}
+    ev = world.events
+    rows = []
+    for k, (e, fp) in enumerate(zip(ev.itertuples(), world.footprints)):
+        h, w = fp.weights.shape
+        sl = (slice(fp.r0, fp.r0 + h), slice(fp.c0, fp.c0 + w))
+        wts = fp.weights.astype(np.float64)
+        asp = np.radians(t.aspect[sl])
+        aspect = float(np.degrees(np.arctan2((np.sin(asp) * wts).sum(), (np.cos(asp) * wts).sum())) % 360.0)
+        row = {
+            "event_id": e.event_id, "path_id": e.path_id, "massif": massif[e.path_id], "date": e.date.isoformat(),
+            "deposit_area_m2": e.deposit_area_m2, "aspect": round(aspect, 1),
+            "slope": round(float((t.slope[sl] * wts).sum() / wts.sum()), 1),
+            "elevation_m": round(float((t.dem[sl] * wts).sum() / wts.sum()), 0),
+            "recorded": bool(e.recorded), "monitored": bool(e.monitored),
+            "date_min": e.date_min.isoformat(), "date_max": e.date_max.isoformat(), "cause": e.cause,
+            "fresh_gain_db": round(float(world.fresh_gain_db[k]), 3),
+        }
+        for i, o in enumerate(world.preset.orbits):
+            g = geoms[i]
+            row[f"visibility_{o.id}"] = round(float((g.visibility[sl] * wts).sum() / wts.sum()), 3)
+            row[f"masked_{o.id}"] = round(float(((g.mask[sl] != 0) * wts).sum() / wts.sum()), 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _conditions_table(world: SynthWorld) -> pd.DataFrame:
+    rows = []
+    for i, o in enumerate(world.preset.orbits):
+        for d in summer_dates(world.preset, i):
+            rows.append({"orbit": o.id, "date": d.isoformat(), "kind": "summer", "wet_fraction": 0.0,
+                         "crust_fraction": 0.0, "freezing_level_m": np.nan, "snowfall_cm_since_prev": np.nan})
+        prev = None
+        for d in winter_dates(world.preset, i):
+            s = world.snow(d)
+            k = world.weather.day(d)
+            k0 = world.weather.day(prev) + 1 if prev else max(k - world.preset.repeat_days + 1, 0)
+            rows.append({"orbit": o.id, "date": d.isoformat(), "kind": "winter",
+                         "wet_fraction": round(s.wet_fraction, 4), "crust_fraction": round(float(s.crust.mean()), 4),
+                         "freezing_level_m": round(float(world.weather.freezing_m[k]), 0),
+                         "snowfall_cm_since_prev": round(float(world.weather.snowfall_cm[k0:k + 1].sum()), 1)})
+            prev = d
+    return pd.DataFrame(rows)
+
+
+def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: bool,
+             orbit_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free VV and VH sigma0 (dB) of one orbit and date, debris included."""
+    phys = world.preset.physics
+    vv = geom.base_vv_db.copy()
+    vh = geom.base_vh_db.copy()
+    if summer:
+        # snow-free ground and vegetation: broad static differences to the snow-covered winter,
+        # plus a little date-to-date soil-moisture variability
+        static = rng_for(world.seed, "summer-static")
+        change = phys.summer_offset_db + phys.summer_change_db * smooth_field(static, world.terrain.shape, 40.0)
+        jitter = 0.3 * smooth_field(rng_for(world.seed, "summer", d.toordinal()), world.terrain.shape, 60.0)
+        vv += change + jitter
+        vh += 1.2 * change + jitter
+        return vv, vh
+    s = world.snow(d)
+    vv += s.vv_db(phys)
+    vh += s.vh_db(phys)
+    for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints)):
+        if ev.date > d:
+            continue
+        g = debris.aged_gain_db(float(world.fresh_gain_db[k]), ev.date, d, world.weather, phys)
+        if g > 0:
+            debris.add_debris(vv, vh, fp.r0, fp.c0, fp.weights, g, geom.visibility, phys)
+    return vv, vh
+
+
+def _write_scene(study: Study, world: SynthWorld, i: int, geom: radar.OrbitGeometry, d: dt.date,
+                 summer: bool) -> None:
+    p, phys = world.preset, world.preset.physics
+    o = p.orbits[i]
+    vv_db, vh_db = scene_db(world, geom, d, summer, o.id)
+    rng = rng_for(world.seed, o.id, d.toordinal())
+    vv = radar.observe(vv_db, phys.nesz_vv_db, rng, phys.enl)
+    vh = radar.observe(vh_db, phys.nesz_vh_db, rng, phys.enl)
+    del vv_db, vh_db
+    nodata = NODATA[o.units]
+    if o.units == "dB":
+        vv = (10.0 * np.log10(vv)).astype(np.float32)
+        vh = (10.0 * np.log10(vh)).astype(np.float32)
+    mask = geom.mask.copy()
+    if o.nodata_cols:
+        vv[:, -o.nodata_cols:] = nodata
+        vh[:, -o.nodata_cols:] = nodata
+    tags = {"UNITS": o.units, "ORBIT": o.id, "DATE": d.isoformat(), "KIND": "summer" if summer else "winter",
+            "QUANTITY": "sigma0"}
+    for band, arr in (("VV", vv), ("VH", vh)):
+        _write_raster(study.scene_path(o.id, d, band), arr, world.terrain, nodata, {**tags, "POLARISATION": band})
+    _write_raster(study.scene_path(o.id, d, LAYOVER_SHADOW), mask, world.terrain, None,
+                  {"CODES": "0 valid, 1 layover, 2 shadow, 3 both", "ORBIT": o.id})
+
+
+def _scene_complete(study: Study, orbit: str, d: dt.date) -> bool:
+    return all(study.scene_path(orbit, d, b).is_file() for b in ("VV", "VH", LAYOVER_SHADOW))
+
+
+def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> None:
+    marker = {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed}
+    mpath = root / MARKER
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} exists and is not a directory -> choose another study path")
+    if root.is_dir() and any(root.iterdir()):
+        same = mpath.is_file() and json.loads(mpath.read_text(encoding="utf-8")) == marker
+        if overwrite:
+            for name in _OWNED_FILES:
+                (root / name).unlink(missing_ok=True)
+            for name in _OWNED_DIRS:
+                if (root / name).is_dir():
+                    shutil.rmtree(root / name)
+        elif not same:
+            raise ConfigError(
+                f"{root} is not empty and does not hold an unfinished '{preset.name}' seed {seed} generation "
+                f"-> pass --overwrite to replace it (this deletes its scenes, work/, runs/ and reports/), "
+                f"or choose another directory")
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(mpath, marker)
+
+
+def generate_study(root: Path, preset: str = "demo", seed: int = 0, overwrite: bool = False, *,
+                   progress: bool = False, on_date: Callable[[str, dt.date], None] | None = None) -> Path:
+    """Write a synthetic study to ``root`` and return ``root``.
+
+    ``preset``: ``tiny``, ``demo`` or ``alps`` (see ``presets.PRESETS``). The same seed gives
+    byte-identical rasters and CSV tables. An existing complete generation of the same preset
+    and seed is left as it is (only missing pieces are written); any other non-empty directory
+    needs ``overwrite=True``. ``progress`` shows a rich progress bar over the scene dates;
+    ``on_date(orbit, date)`` is called after each date is written.
+    """
+    root = Path(root)
+    p = get_preset(preset)
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    _prepare_root(root, p, seed, overwrite)
+    world = build_world(p, seed)
+    study = Study(root, _study_config(world))
+    Study.write_config(root, study.config)
+    _write_dem(study, world.terrain)
+    _write_corridors(study, world)
+    with atomic_path(study.inventory_path) as tmp:
+        world.inventory.to_csv(tmp, index=False)
+    jobs = [(i, d, True) for i in range(len(p.orbits)) for d in summer_dates(p, i)]
+    jobs += [(i, d, False) for i in range(len(p.orbits)) for d in winter_dates(p, i)]
+    jobs.sort(key=lambda j: (j[0], not j[2], j[1]))
+    geoms: list[radar.OrbitGeometry | None] = [None] * len(p.orbits)
+
+    def geometry(i: int) -> radar.OrbitGeometry:
+        if geoms[i] is None:
+            oc = world.orbit_config(i)
+            geoms[i] = radar.orbit_geometry(world.terrain, oc.look_azimuth_deg, oc.incidence_deg, p.physics, seed)
+        return geoms[i]
+
+    def run(advance: Callable[[], None]) -> None:
+        for i, d, summer in jobs:
+            oid = p.orbits[i].id
+            if not _scene_complete(study, oid, d):
+                _write_scene(study, world, i, geometry(i), d, summer)
+            advance()
+            if on_date is not None:
+                on_date(oid, d)
+
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn()) as bar:
+            task = bar.add_task(f"{p.name} scenes", total=len(jobs))
+            run(lambda: bar.advance(task))
+    else:
+        run(lambda: None)
+    truth = _truth_table(world, [geometry(i) for i in range(len(p.orbits))])
+    with atomic_path(root / "truth_conditions.csv") as tmp:
+        _conditions_table(world).to_csv(tmp, index=False)
+    with atomic_path(study.truth_path) as tmp:
+        truth.to_csv(tmp, index=False)
+    log.info("synthetic study %s: %d corridors, %d events (%d in the inventory), %d scene dates",
+             root, len(world.corridors), len(world.events), len(world.inventory), len(jobs))
+    return root

@@ -1,0 +1,113 @@
+"""Presets of the synthetic season: sizes (``Preset``) and physics knobs (``Physics``).
+
+Every number that shapes the simulated radar signal lives in ``Physics`` with its unit, so tests
+and experiments can read (or change) exactly what the generator applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+
+from avalanche_hpc.errors import ConfigError
+
+__all__ = ["Physics", "Preset", "OrbitSpec", "PRESETS", "get_preset"]
+
+
+@dataclass(frozen=True)
+class Physics:
+    """Radiometry of the synthetic scenes (dB values are 10*log10 of linear sigma0 power)."""
+
+    # -- background (snow-free ground at the reference incidence angle) --
+    vv_ground_db: float = -10.0          # dB, VV sigma0 of flat terrain at the orbit's incidence
+    vh_ground_db: float = -17.0          # dB, VH sigma0 of flat terrain
+    incidence_exponent: float = 2.0      # sigma0 ~ cos(local incidence)**n / cos(incidence)**n
+    texture_db: float = 1.5              # dB, std of the static land-cover texture (rock, forest...)
+    summer_change_db: float = 1.2        # dB, std of the broad summer-vs-winter difference (soil, vegetation)
+    summer_offset_db: float = -0.6       # dB, mean dry-snow-winter minus summer offset is -this
+    layover_gain_db: float = 6.0         # dB, brightness added in layover
+    nesz_vv_db: float = -24.0            # dB, noise-equivalent sigma0 (additive noise floor), VV
+    nesz_vh_db: float = -28.0            # dB, noise floor, VH
+    enl: float = 5.0                     # equivalent number of looks of the (filtered) gamma speckle
+    # -- snowpack --
+    dry_snow_db: float = 0.6             # dB, std of broad date-to-date dry-snow variability
+    wet_drop_db: float = 5.0             # dB, VV drop of fully wet snow (VH drops wet_drop_db * wet_vh_ratio)
+    wet_vh_ratio: float = 1.1
+    crust_gain_db: float = 2.0           # dB, rise of refrozen (crusted) snow after a wet episode
+    # -- debris --
+    debris_db: float = 4.0               # dB, VV rise over a large deposit on the first date after the event
+    debris_vh_ratio: float = 1.25        # VH rise = debris_db * this (rough surfaces raise cross-pol more)
+    debris_small_m2: float = 1000.0      # m2, deposits this small rise by small_fraction * debris_db
+    debris_full_m2: float = 20000.0      # m2, deposits at least this large rise by the full debris_db
+    small_fraction: float = 0.35
+    fade_days: float = 18.0              # days, e-folding time of the debris signal
+    burial_factor: float = 0.45          # signal kept after a snowfall buries the deposit
+    debris_min_db: float = 0.15          # dB, debris weaker than this is not drawn
+    foreshortening: bool = True          # deposits on slopes facing the sensor are compressed (weaker)
+    min_visibility: float = 0.3          # lower bound of the foreshortening visibility factor
+
+
+@dataclass(frozen=True)
+class OrbitSpec:
+    id: str
+    direction: str
+    relative_orbit: int
+    first_date: dt.date
+    units: str = "linear"           # units of the written scenes ("linear" or "dB")
+    nodata_cols: int = 0            # columns of no data on the far edge (swath border)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    shape: tuple[int, int]             # rows, cols of the DEM grid
+    pixel_m: float
+    massifs: tuple[str, ...]
+    n_corridors: int
+    orbits: tuple[OrbitSpec, ...]
+    n_dates: int                       # winter dates per orbit
+    repeat_days: int                   # days between two acquisitions of one orbit
+    events_per_corridor: float         # mean avalanches per corridor and season
+    monitored_fraction: float = 0.85
+    recorded_fraction: float = 0.85    # events of monitored corridors present in the inventory
+    season_id: str = "2017-2018"
+    season_start: dt.date = dt.date(2017, 11, 15)
+    season_end: dt.date = dt.date(2018, 6, 15)
+    summer_dates: tuple[dt.date, ...] = (dt.date(2017, 8, 10), dt.date(2017, 8, 22))
+    epsg: int = 32632
+    origin: tuple[float, float] = (300000.0, 5030000.0)   # upper-left corner (x, y), metres, EPSG:32632
+    physics: Physics = field(default_factory=Physics)
+
+    def with_physics(self, **changes) -> Preset:
+        return replace(self, physics=replace(self.physics, **changes))
+
+
+_D = OrbitSpec("D139", "descending", 139, dt.date(2017, 12, 3))
+_A = OrbitSpec("A161", "ascending", 161, dt.date(2017, 12, 5), units="dB", nodata_cols=6)
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny", shape=(160, 160), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=20, orbits=(_D, _A), n_dates=6, repeat_days=24, events_per_corridor=1.2,
+        summer_dates=(dt.date(2017, 8, 10),),
+    ),
+    "demo": Preset(
+        name="demo", shape=(1024, 1024), pixel_m=20.0,
+        massifs=("Haute-Maurienne", "Vanoise", "Maurienne", "Oisans"),
+        n_corridors=360, orbits=(_D, _A), n_dates=14, repeat_days=12, events_per_corridor=1.1,
+    ),
+    "alps": Preset(
+        name="alps", shape=(3200, 3200), pixel_m=20.0,
+        massifs=("Haute-Maurienne", "Vanoise", "Maurienne", "Haute-Tarentaise", "Beaufortain", "Mont-Blanc",
+                 "Aravis", "Chablais", "Bauges", "Chartreuse", "Belledonne", "Grandes-Rousses", "Vercors",
+                 "Oisans", "Thabor", "Pelvoux", "Queyras", "Devoluy"),
+        n_corridors=3000, orbits=(_D, _A), n_dates=32, repeat_days=6, events_per_corridor=1.0,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown synthetic preset {name!r} -> choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,88 @@
+"""Job specs (validation, paths, splits) and the local executor (in-process, only what is incomplete)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.hpc.jobspec import load_job, parse_job
+from avalanche_hpc.hpc.pipeline import is_complete, list_stage_tasks, run_job
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = REPO / "jobs"
+
+
+def test_demo_job_is_the_whole_pipeline_locally():
+    job = load_job(JOBS / "demo.toml")
+    assert job.stages == ["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+    assert job.executor == "local" and job.study.preset == "demo"
+    assert job.root == (REPO / "studies" / "demo").resolve()  # relative to the job file's folder
+    assert job.profile == (REPO / "slurm" / "profiles" / "local.toml").resolve()
+    assert job.train.seeds == [0] and job.split_names() == ["random"]
+
+
+def test_tiny_slurm_job_loads():
+    job = load_job(JOBS / "tiny-slurm.toml")
+    assert job.executor == "slurm" and job.train.weights == "none" and job.train.max_epochs == 5
+
+
+def _raw() -> dict:
+    return tomllib.loads((JOBS / "demo.toml").read_text())
+
+
+def test_unknown_keys_and_stages_name_the_valid_ones(tmp_path):
+    raw = _raw()
+    raw["train"] = {**raw["train"], "epochs": 3}
+    raw["stages"] = ["synth", "prepocess"]
+    with pytest.raises(ConfigError) as e:
+        parse_job(raw, JOBS, JOBS / "demo.toml")
+    msg = str(e.value)
+    assert "train.epochs: unknown key -> valid keys here: seeds, splits, holdouts" in msg
+    assert "unknown stage 'prepocess' -> valid stages: synth, check, preprocess" in msg
+    assert str(JOBS / "demo.toml") in msg
+
+
+def test_inconsistent_specs_are_refused():
+    with pytest.raises(ConfigError, match="stage 'synth' needs study.preset"):
+        parse_job({"name": "x", "stages": ["synth"], "study": {"path": "s"}}, REPO)
+    with pytest.raises(ConfigError, match="a stage is listed twice"):
+        parse_job({"name": "x", "stages": ["merge", "merge"], "study": {"path": "s"}}, REPO)
+    with pytest.raises(ConfigError, match="study: missing -> add it"):
+        parse_job({"name": "x"}, REPO)
+    with pytest.raises(ConfigError, match=r"name: String should match pattern"):
+        parse_job({"name": "a b", "study": {"path": "s"}}, REPO)
+    with pytest.raises(MissingInputError, match="see jobs/demo.toml"):
+        load_job(JOBS / "absent.toml")
+    with pytest.raises(ConfigError, match="the slurm executor needs a cluster profile"):
+        run_job(parse_job({"name": "x", "stages": ["merge"], "executor": "slurm", "study": {"path": "s"}}, REPO))
+
+
+def test_stages_are_ordered_and_holdouts_become_splits():
+    job = parse_job({"name": "x", "stages": ["report", "train", "merge"], "study": {"path": "s"},
+                     "train": {"seeds": [0, 1], "holdouts": ["Haute-Maurienne"]}}, REPO)
+    assert job.stages == ["merge", "train", "report"]
+    assert job.split_names() == ["random", "holdout-haute-maurienne"]
+    keys = [t.key for t in list_stage_tasks(job, "train")]
+    assert keys == ["random/seed0", "random/seed1", "holdout-haute-maurienne/seed0", "holdout-haute-maurienne/seed1"]
+    assert list_stage_tasks(job, "preprocess") is None  # no study yet: tasks unknown
+
+
+def test_local_executor_runs_only_what_is_incomplete(tmp_path):
+    from tests.test_31_preprocess import build_hand_study
+
+    root = build_hand_study(tmp_path / "hand")
+    job = parse_job({"name": "hand", "stages": ["preprocess", "merge"], "study": {"path": str(root)}}, tmp_path)
+    tasks = list_stage_tasks(job, "preprocess")
+    assert len(tasks) == 3 and not any(is_complete(job, t) for t in tasks)
+    ran = run_job(job, progress=False)
+    assert ran == {"preprocess": [t.key for t in tasks], "merge": ["merge"]}
+    assert all(is_complete(job, t) for t in tasks) and (root / "work" / "patches.h5").is_file()
+    assert run_job(job, progress=False) == {"preprocess": [], "merge": []}
+    # one shard removed: only that task and the merge run again
+    victim = sorted((root / "work" / "shards").rglob("*.h5"))[-1]
+    victim.unlink()
+    ran = run_job(job, progress=False)
+    assert ran == {"preprocess": [tasks[-1].key], "merge": ["merge"]}
