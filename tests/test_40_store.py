@@ -131,3 +131,37 @@ def test_cli_single_task_info_and_bad_date(tmp_path):
     assert (vanoise["positive"], vanoise["negative"], vanoise["unknown"]) == (1, 3, 2)
     result = runner.invoke(app, ["store", "info", str(root)], env={"COLUMNS": "160"})
     assert result.exit_code == 0 and "Belledonne" in result.output and "Vanoise" in result.output
+
+
+def test_tiny_synthetic_study_end_to_end(tiny_study_copy, caplog):
+    root = tiny_study_copy
+    from avalanche_hpc.preprocess import list_tasks
+    from avalanche_hpc.study import Study
+
+    study = Study.load(root)
+    tasks = list_tasks(root)
+    assert len(tasks) == sum(len(study.winter_dates(s.id, o.id)) - 1 for s in study.config.seasons
+                             for o in study.config.orbits)
+    paths = preprocess_all(root, progress=False)
+    assert len(paths) == len(tasks)
+    store = merge_store(root)
+    assert verify_store(root) == []
+    meta = read_meta(store)
+    corridors = study.read_corridors()
+    assert len(meta) == len(tasks) * len(corridors)
+    assert set(meta["orbit"]) == {o.id for o in study.config.orbits}  # linear and dB orbits both made it
+    assert (meta["label"] == 1).any() and (meta["label"] == 0).any()
+    if "monitored" in corridors.columns:
+        unmonitored = set(corridors.loc[~corridors["monitored"].astype(bool), "path_id"])
+        assert (meta.loc[meta["path_id"].isin(unmonitored), "label"] == -1).all()
+    patches = read_patches(store)
+    assert np.isfinite(patches).any(axis=(1, 2, 3)).all()  # every patch has valid pixels
+    assert ((meta["valid_fraction"] > 0) & (meta["valid_fraction"] <= 1)).all()
+    # a second run skips every task and keeps the store
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        preprocess_all(root, progress=False)
+    assert f"0 shards written, {len(tasks)} already up to date" in caplog.text
+    mtime = store.stat().st_mtime_ns
+    merge_store(root)
+    assert store.stat().st_mtime_ns == mtime

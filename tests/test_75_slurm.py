@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -90,6 +91,12 @@ def reference_run(tmp_path_factory):
     return root, out
 
 
+def _share_bank(root: Path, experiment: str) -> None:
+    """Give an experiment the reference's feature bank (a cache keyed by data + weights + views): the
+    runs compared then start from identical features, and the test skips recomputing them."""
+    shutil.copytree(root / "runs" / "ref" / "features", root / "runs" / experiment / "features", dirs_exist_ok=True)
+
+
 def _metrics(run: Path) -> tuple[dict, pd.DataFrame]:
     return json.loads((run / "metrics.json").read_text()), pd.read_csv(run / "history.csv")
 
@@ -100,6 +107,7 @@ def test_ddp_two_ranks_match_one_rank(slurm_cluster, reference_run):
                      "train": TRAIN}, root)
     prof = load_profile(LOCAL)
     assert prof.resources("train").tasks_per_node == 2
+    _share_bank(root, "ddp")
     sub = submit_job(job, prof)
     sub.wait(timeout_s=240)
     (key, jid), = sub.submitted["train"]
@@ -127,7 +135,8 @@ def test_requeued_training_resumes_and_matches(slurm_cluster, reference_run):
     raw["stages"]["train"]["tasks_per_node"] = 1
     prof = parse_profile(raw)
     task, = list_stage_tasks(job, "train")
-    sj = _executor(job, prof, "train", None).submit(TrainTask(), job, task, on_epoch_end=EpochPause(1.5))
+    _share_bank(root, "requeue")
+    sj = _executor(job, prof, "train", None).submit(TrainTask(), job, task, on_epoch_end=EpochPause(1.0))
     history = root / "runs" / "requeue" / "random" / "cnn" / "seed0" / "history.csv"
     end = time.monotonic() + 180
     while not (history.is_file() and len(pd.read_csv(history)) >= 2):

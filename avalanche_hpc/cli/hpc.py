@@ -41,7 +41,7 @@ def status(job: JobArg, profile: ProfileOpt = None) -> None:
     spec = load_job(job)
     prof_path = profile or spec.profile
     prof = load_profile(prof_path) if prof_path else None
-    Console().print(status_table(job_status(spec, prof), title=f"{spec.name}: {spec.root}"))
+    Console(width=200).print(status_table(job_status(spec, prof), title=f"{spec.name}: {spec.root}"))
 
 
 def register(app: typer.Typer) -> None:

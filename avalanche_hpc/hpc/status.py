@@ -73,8 +73,9 @@ def job_status(job: JobSpec, profile: Profile | None = None) -> list[TaskStatus]
 
 def status_table(rows: list[TaskStatus], title: str = "") -> Table:
     table = Table(title=title or None)
-    for col in ("stage", "task", "state", "job", "slurm", "elapsed", "log"):
-        table.add_column(col, overflow="fold")
+    for col in ("stage", "task", "state", "job", "slurm", "elapsed"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("log", overflow="fold")
     for r in rows:
         style = _STYLE.get(r.state, "")
         log = r.log if r.state in (FAILED, RUNNING, PENDING, STALE) else ""

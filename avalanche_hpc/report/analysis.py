@@ -21,8 +21,8 @@ from avalanche_hpc.report.collect import Experiment, Table
 log = logging.getLogger(__name__)
 
 OCTANTS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
-SIZE_EDGES_M2 = (70.0, 1000.0, 10000.0)  # m2; < 70 m2 is the paper's "small avalanche"
-SIZE_CLASSES = ("< 70 m²", "70–1 000 m²", "1 000–10 000 m²", "≥ 10 000 m²", "unknown area")
+SIZE_EDGES_M2 = (70.0, 1000.0, 10000.0, 100000.0)  # m2; < 70 m2 is the paper's "small avalanche"
+SIZE_CLASSES = ("< 70 m²", "70–1 000 m²", "1 000–10 000 m²", "10 000–100 000 m²", "≥ 100 000 m²", "unknown area")
 SLOPE_EDGES_DEG = (10.0, 20.0, 30.0, 40.0)
 SLOPE_CLASSES = ("< 10°", "10–20°", "20–30°", "30–40°", "≥ 40°", "unknown slope")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -25,7 +25,7 @@ from avalanche_hpc.synth.snowpack import Weather
 
 __all__ = ["make_events", "make_inventory", "AREA_MEDIAN_M2"]
 
-AREA_MEDIAN_M2 = 9000.0
+AREA_MEDIAN_M2 = 14000.0
 AREA_SIGMA = 0.9
 AREA_RANGE_M2 = (600.0, 150000.0)
 

@@ -35,13 +35,13 @@ class Physics:
     wet_vh_ratio: float = 1.1
     crust_gain_db: float = 2.0           # dB, rise of refrozen (crusted) snow after a wet episode
     # -- debris --
-    debris_db: float = 4.0               # dB, VV rise over a large deposit on the first date after the event
+    debris_db: float = 5.0               # dB, VV rise over a large deposit on the first date after the event
     debris_vh_ratio: float = 1.25        # VH rise = debris_db * this (rough surfaces raise cross-pol more)
     debris_small_m2: float = 1000.0      # m2, deposits this small rise by small_fraction * debris_db
-    debris_full_m2: float = 20000.0      # m2, deposits at least this large rise by the full debris_db
-    small_fraction: float = 0.35
-    fade_days: float = 18.0              # days, e-folding time of the debris signal
-    burial_factor: float = 0.45          # signal kept after a snowfall buries the deposit
+    debris_full_m2: float = 25000.0      # m2, deposits at least this large rise by the full debris_db
+    small_fraction: float = 0.3
+    fade_days: float = 25.0              # days, e-folding time of the debris signal
+    burial_factor: float = 0.5           # signal kept after a snowfall buries the deposit
     debris_min_db: float = 0.15          # dB, debris weaker than this is not drawn
     foreshortening: bool = True          # deposits on slopes facing the sensor are compressed (weaker)
     min_visibility: float = 0.3          # lower bound of the foreshortening visibility factor
@@ -87,8 +87,8 @@ _A = OrbitSpec("A161", "ascending", 161, dt.date(2017, 12, 5), units="dB", nodat
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        name="tiny", shape=(160, 160), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
-        n_corridors=20, orbits=(_D, _A), n_dates=6, repeat_days=24, events_per_corridor=1.2,
+        name="tiny", shape=(192, 192), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=20, orbits=(_D, _A), n_dates=6, repeat_days=30, events_per_corridor=1.2,
         summer_dates=(dt.date(2017, 8, 10),),
     ),
     "demo": Preset(

@@ -4,7 +4,7 @@ The weather of the season is a set of daily scalar series (orbit-independent, de
 seed): the freezing level (m) rises through spring with warm spells on top, and snowfall days
 bury debris and reset the crust. Per date, the spatial state follows from the terrain:
 
-- wetness (0..1) = logistic((freezing level + aspect bonus + broad noise - elevation) / 150 m):
+- wetness (0..1) = logistic((freezing level + aspect bonus + broad noise - elevation) / 100 m):
   whole slopes turn wet together, south faces and low slopes first;
 - crust (0..1): snow that was wet since the last snowfall and has refrozen (raises backscatter);
 - dry-snow variability: a broad field of ``Physics.dry_snow_db`` std.
@@ -25,8 +25,8 @@ from avalanche_hpc.synth.terrain import Terrain
 
 __all__ = ["Weather", "make_weather", "SnowState", "snow_state"]
 
-WET_TRANSITION_M = 150.0
-SOUTH_BONUS_M = 250.0
+WET_TRANSITION_M = 100.0
+SOUTH_BONUS_M = 200.0
 
 
 @dataclass
@@ -54,22 +54,23 @@ def make_weather(start: dt.date, end: dt.date, seed: int, top_m: float) -> Weath
     rng = rng_for(seed, "weather")
     n = (end - start).days + 1
     days = np.arange(n)
-    doy = np.array([(start + dt.timedelta(days=int(i))).timetuple().tm_yday for i in days])
-    # seasonal freezing level: ~ 700 m in mid January, rising to near the summits by June
-    t = ((doy - 15) % 365) / 365.0
-    seasonal = 700.0 + (top_m + 300.0 - 700.0) * np.clip((t - 0.08) / 0.35, 0, 1) ** 1.6
+    # seasonal freezing level: ~ 700 m until mid January, then rising to above the summits by early June
+    mid_jan = dt.date(start.year + (1 if start.month >= 7 else 0), 1, 15)
+    t = np.clip((days - (mid_jan - start).days) / 140.0, 0.0, 1.0)
+    seasonal = 700.0 + (top_m + 300.0 - 700.0) * t**1.6
     fl = seasonal.copy()
     # warm spells: one or two in winter (rain on snow), several in spring
+    # (start day, length in days, rise as a fraction of the relief above 700 m)
     spells = [(rng.integers(30, 80), rng.integers(3, 7), rng.uniform(0.45, 0.7))]
     if rng.random() < 0.5:
         spells.append((rng.integers(60, 100), rng.integers(2, 5), rng.uniform(0.4, 0.6)))
     d0 = int(rng.integers(95, 115))
     while d0 < n:
-        spells.append((d0, int(rng.integers(5, 14)), rng.uniform(0.25, 0.5)))
+        spells.append((d0, int(rng.integers(5, 14)), rng.uniform(0.2, 0.4)))
         d0 += int(rng.integers(12, 24))
     for s0, length, frac in spells:
         sl = slice(int(s0), min(int(s0 + length), n))
-        fl[sl] = np.maximum(fl[sl], 700.0 + frac * (top_m - 700.0) + rng.uniform(-100, 100))
+        fl[sl] = np.maximum(fl[sl], seasonal[sl] + frac * (top_m - 700.0) + rng.uniform(-100, 100))
     fl += rng.normal(0.0, 80.0, n)
     # snowfall: storms every ~10 days, heavier in mid-winter
     snow = np.zeros(n)

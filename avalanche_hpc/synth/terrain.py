@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.transform import Affine, from_origin
+from rasterio.transform import Affine
 from scipy import ndimage
 
 from avalanche_hpc.deposition import slope_aspect
@@ -64,17 +64,23 @@ def make_terrain(shape: tuple[int, int], names: tuple[str, ...], pixel_m: float,
     h, w = shape
     centres = _massif_centres(len(names), shape, rng)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    d = np.stack([np.hypot(yy - cy, xx - cx) for cy, cx in centres])  # (n, h, w)
-    order = np.argsort(d, axis=0)
-    massif = order[0].astype(np.int16)
-    d1 = np.take_along_axis(d, order[:1], 0)[0]
+    # nearest and second-nearest massif centre, one centre at a time (memory: a few grids)
+    d1 = np.full(shape, np.inf, np.float32)
+    d2 = np.full(shape, np.inf, np.float32)
+    massif = np.zeros(shape, np.int16)
+    for k, (cy, cx) in enumerate(centres):
+        d = np.hypot(yy - cy, xx - cx)
+        closer = d < d1
+        d2 = np.where(closer, d1, np.minimum(d2, d))
+        d1 = np.where(closer, d, d1)
+        massif[closer] = k
+    del yy, xx
     if len(names) > 1:
-        d2 = np.take_along_axis(d, order[1:2], 0)[0]
         ratio = d1 / np.maximum(d2, 1e-6)           # 0 at a centre, 1 on a border
     else:
         ratio = d1 / (0.75 * max(h, w))
     envelope = ndimage.gaussian_filter(np.clip(1.0 - ratio, 0.0, 1.0), 2.0)
-    del d, order, d1
+    del d1, d2
     span = float(min(h, w)) / max(np.sqrt(len(names)), 1.0)   # massif size in pixels
     # ridged multifractal: sharp crests and rounded gullies at three scales (crest spacing span/2..span/8);
     # no detail below ~3 pixels, so steepest-descent paths run from crests to valley floors
@@ -101,6 +107,6 @@ def make_terrain(shape: tuple[int, int], names: tuple[str, ...], pixel_m: float,
     relief = min(0.5 * (lo + hi), MAX_RELIEF_M)
     dem = (VALLEY_FLOOR_M + relief * h01).astype(np.float32)
     slope, aspect = slope_aspect(dem, pixel_m, pixel_m)
-    transform = from_origin(origin[0], origin[1], pixel_m, pixel_m)
+    transform = Affine.translation(origin[0], origin[1]) @ Affine.scale(pixel_m, -pixel_m)
     return Terrain(dem, massif, tuple(names), slope.astype(np.float32), aspect.astype(np.float32), transform,
                    pixel_m, epsg)

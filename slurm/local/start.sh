@@ -44,6 +44,8 @@ export PATH="/usr/sbin:/sbin:$PATH"
 
 # -- 2. configuration for this host -------------------------------------------------------------
 HOST=$(hostname -s)
+# slurmd, srun and DDP rendezvous (MASTER_ADDR = the node name) must resolve the host name.
+getent hosts "$HOST" >/dev/null 2>&1 || echo "127.0.0.1 $HOST" >> /etc/hosts
 CPUS=$(nproc); [ "$CPUS" -ge 4 ] || CPUS=4
 MEM_MB=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
 mkdir -p "$CONF_DIR" "$RUN" "$SPOOL/ctld" "$SPOOL/d" "$LOG"
