@@ -86,3 +86,26 @@ def test_local_executor_runs_only_what_is_incomplete(tmp_path):
     victim.unlink()
     ran = run_job(job, progress=False)
     assert ran == {"preprocess": [tasks[-1].key], "merge": ["merge"]}
+
+
+def test_cli_run_and_status(tmp_path):
+    from typer.testing import CliRunner
+
+    from avalanche_hpc.cli.main import app
+    from tests.test_31_preprocess import build_hand_study
+
+    build_hand_study(tmp_path / "hand")
+    spec = tmp_path / "job.toml"
+    spec.write_text('name = "hand"\nstages = ["preprocess", "merge"]\n[study]\npath = "hand"\n')
+    runner = CliRunner()
+    res = runner.invoke(app, ["-q", "run", str(spec)])
+    assert res.exit_code == 0, res.output
+    assert "ran: preprocess 3, merge 1" in res.output
+    res = runner.invoke(app, ["status", str(spec)])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if "preprocess" in ln or "merge" in ln]
+    assert len(lines) == 4 and all("done" in ln for ln in lines)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "hand"\nstages = ["preprocess"]\nexecutor = "slurm"\n[study]\npath = "hand"\n')
+    res = runner.invoke(app, ["run", str(bad)])
+    assert res.exit_code != 0 and "needs a cluster profile" in str(res.exception)

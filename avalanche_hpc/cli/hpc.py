@@ -21,11 +21,15 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="slurm: wait until every submitted task has ended.")] = False,
 ) -> None:
     """Run a job: every stage in order (local) or one SLURM array per stage, chained with afterok (slurm)."""
+    from avalanche_hpc.hpc.jobspec import load_job
     from avalanche_hpc.hpc.pipeline import run_job
 
-    result = run_job(job, executor=executor, profile=profile, wait=wait)
+    spec = load_job(job)
+    result = run_job(spec, executor=executor, profile=profile, wait=wait)
     if isinstance(result, dict):
         typer.echo("ran: " + ", ".join(f"{s} {len(k)}" for s, k in result.items()))
+        if "report" in spec.stages:
+            typer.echo(f"report: {spec.root / 'reports' / spec.experiment / 'index.html'}")
     else:
         typer.echo("submitted: " + (", ".join(f"{s} array {a} ({len(result.submitted[s])} tasks)"
                                               for s, a in result.arrays.items()) or "nothing (all complete or running)"))

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
-from avalanche_hpc.atomic import atomic_path, write_json, write_text
+from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig, fmt_yyyymmdd
 from avalanche_hpc.synth import debris, radar
@@ -289,9 +289,9 @@ def generate_study(root: Path, preset: str = "demo", seed: int = 0, overwrite: b
     """Write a synthetic study to ``root`` and return ``root``.
 
     ``preset``: ``tiny``, ``demo`` or ``alps`` (see ``presets.PRESETS``). The same seed gives
-    byte-identical rasters and CSV tables. An existing complete generation of the same preset
-    and seed is left as it is (only missing pieces are written); any other non-empty directory
-    needs ``overwrite=True``. ``progress`` shows a rich progress bar over the scene dates;
+    byte-identical rasters and CSV tables. Re-running the same preset and seed on an existing
+    (possibly interrupted) generation writes only the missing files (existing ones are complete:
+    every write is atomic); any other non-empty directory needs ``overwrite=True``. ``progress`` shows a rich progress bar over the scene dates;
     ``on_date(orbit, date)`` is called after each date is written.
     """
     root = Path(root)
@@ -301,11 +301,16 @@ def generate_study(root: Path, preset: str = "demo", seed: int = 0, overwrite: b
     _prepare_root(root, p, seed, overwrite)
     world = build_world(p, seed)
     study = Study(root, _study_config(world))
-    Study.write_config(root, study.config)
-    _write_dem(study, world.terrain)
-    _write_corridors(study, world)
-    with atomic_path(study.inventory_path) as tmp:
-        world.inventory.to_csv(tmp, index=False)
+    # every file is deterministic and written atomically: one that exists (resuming) is complete
+    if not study.study_toml.is_file():
+        Study.write_config(root, study.config)
+    if not study.dem_path.is_file():
+        _write_dem(study, world.terrain)
+    if not study.corridors_path.is_file():
+        _write_corridors(study, world)
+    if not study.inventory_path.is_file():
+        with atomic_path(study.inventory_path) as tmp:
+            world.inventory.to_csv(tmp, index=False)
     jobs = [(i, d, True) for i in range(len(p.orbits)) for d in summer_dates(p, i)]
     jobs += [(i, d, False) for i in range(len(p.orbits)) for d in winter_dates(p, i)]
     jobs.sort(key=lambda j: (j[0], not j[2], j[1]))
