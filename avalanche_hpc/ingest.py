@@ -34,6 +34,7 @@ from pathlib import Path
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.errors import InputError, Problem
+from avalanche_hpc.snap.products import relative_orbit
 from avalanche_hpc.study import LAYOVER_SHADOW, POLARISATIONS, Study
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ EXPECTED = (
     "or SNAP 'S1A_IW_GRDH_1SDV_20150309T173017_20150309T173042_004969_006374_A1B2_Orb_NR_Cal_Spk_TC.tif' "
     "(bands described Sigma0_VV/Sigma0_VH, or '…_Sigma0_VV.tif' one file per band)"
 )
-# Relative orbit = (absolute orbit - offset) mod 175 + 1 (Sentinel-1 repeat cycle: 175 orbits in 12 days).
-ABS_ORBIT_OFFSET = {"S1A": 73, "S1B": 27}
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,10 @@ def parse_scene_name(path: str | Path) -> SceneName:
 
 def _snap_name(path: Path, m: re.Match, rest: str) -> SceneName:
     sensor = m["sensor"]
-    offset = ABS_ORBIT_OFFSET.get(sensor)
-    rel = (int(m["abs_orbit"]) - offset) % 175 + 1 if offset is not None else None
+    try:
+        rel: int | None = relative_orbit(sensor, int(m["abs_orbit"]))
+    except ValueError:  # a unit without a known orbit offset: the orbit must then be given
+        rel = None
     band: str | None = None
     db = False
     sm = SIGMA0_RE.search(rest)
