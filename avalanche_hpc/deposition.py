@@ -152,8 +152,12 @@ def compute_deposition(root: Path, force: bool = False) -> Path:
     corridors = study.read_corridors()
     rows = []
     problems = []
-    with open_raster(study.dem_path, "dem") as src:
+    try:
         monitored = monitored_flags(corridors)
+    except ValueError as e:
+        raise InputError(Problem(str(study.corridors_path), "column monitored", str(e),
+                                 "store monitored as a boolean column (True/False)")) from e
+    with open_raster(study.dem_path, "dem") as src:
         for i, rec in enumerate(corridors.itertuples(index=False)):
             geom = rec.geometry
             if geom is None or geom.is_empty:

@@ -38,6 +38,9 @@ def monitored_flags(corridors: pd.DataFrame) -> pd.Series:
     if "monitored" not in corridors.columns:
         return pd.Series(True, index=corridors.index)
     col = corridors["monitored"]
+    text = [v for v in col if isinstance(v, str)]
+    if text:  # 'false' would silently read as True
+        raise ValueError(f"column 'monitored' holds text ({text[0]!r}); write booleans (or 0/1)")
     return col.where(col.notna(), True).astype(bool)
 
 

@@ -93,6 +93,7 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     if not force and store.is_file():
         try:
             if read_attrs(store).get("digest") == digest:
+                os.utime(store)  # newer than its shards again (status tools compare mtimes)
                 log.info("patch store up to date: %s", store)
                 return store
         except OSError:

@@ -261,9 +261,40 @@ def _shard_is_current(path: Path, digest: str) -> bool:
     return attrs.get("digest") == digest and bool(attrs.get("complete", False))
 
 
+_STATUS_CACHE: dict[Path, tuple[tuple, StudyInputs]] = {}
+
+
+def _inputs_for_status(root: Path) -> StudyInputs:
+    """``StudyInputs`` reused across ``task_is_complete`` calls while the study's tables are unchanged.
+
+    A status over thousands of tasks then loads the deposition table and inventory once. The
+    key is the (size, mtime) of study.toml, inventory.csv, corridors.gpkg, dem.tif and
+    work/deposition.gpkg; scene files are fingerprinted per call anyway.
+    """
+    root = Path(root).resolve()
+    names = ("study.toml", "inventory.csv", "corridors.gpkg", "dem.tif", "work/deposition.gpkg")
+    key = tuple((st.st_size, st.st_mtime_ns) if (st := _stat(root / n)) else None for n in names)
+    hit = _STATUS_CACHE.get(root)
+    if hit is not None and hit[0] == key:
+        hit[1]._summer_digest.clear()  # summer scenes may have changed: recompute their digests
+        return hit[1]
+    inputs = StudyInputs.load(root)
+    key = tuple((st.st_size, st.st_mtime_ns) if (st := _stat(root / n)) else None for n in names)
+    _STATUS_CACHE.clear()
+    _STATUS_CACHE[root] = (key, inputs)
+    return inputs
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
 def task_is_complete(root: Path, season: str, orbit: str, date: dt.date, _inputs: StudyInputs | None = None) -> bool:
     """True when the shard of this task exists and was made from the current inputs and settings."""
-    inputs = _inputs or StudyInputs.load(Path(root))
+    inputs = _inputs or _inputs_for_status(Path(root))
     acq = _find_acquisition(inputs.study, season, orbit, date)
     if acq.prev_date is None:
         return True  # nothing to produce

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -292,6 +293,7 @@ def train_run(
     stop_after_epochs: int | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     device: str = "auto",
+    checkpoint_interval_s: float = 0.0,
 ) -> Path:
     """Train (or resume, or skip when complete) one CNN run; returns its run directory.
 
@@ -299,7 +301,10 @@ def train_run(
     used by the resume test and by job wrappers that checkpoint before a time limit.
     ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written. ``device``:
     "auto" (the current CUDA device when there is one - a DDP launcher sets it per local rank
-    with ``torch.cuda.set_device`` - else the CPU), "cpu", or "cuda[:N]".
+    with ``torch.cuda.set_device`` - else the CPU), "cpu", or "cuda[:N]". ``checkpoint_interval_s``:
+    0 (default) writes ``checkpoint.pt`` after every epoch; > 0 at most that often (and always
+    after the last epoch of the call) - the checkpoint is ~230 MB, and a resumed run replays
+    the missing epochs deterministically, so only time is lost.
     """
     root = Path(root)
     rank, world = _world(dist)
@@ -392,6 +397,7 @@ def train_run(
         log.info("resuming %s at epoch %d", out, state["epoch"])
 
     done_here = 0
+    last_ckpt = time.monotonic()
     bar_ctx = _progress(progress and main)
     with bar_ctx as bar:
         ep_task = bar.add_task(f"train {split} seed{seed}", total=max_epochs, completed=state["epoch"]) if bar else None
@@ -434,17 +440,21 @@ def train_run(
                                      "val_accuracy": val_acc, "best": improved})
             state["epoch"] = epoch + 1
             state["stopped"] = state["bad_epochs"] >= patience
-            if main:
+            done_here += 1
+            leaving = stop_after_epochs is not None and done_here >= stop_after_epochs
+            last_epoch = state["stopped"] or state["epoch"] >= max_epochs or leaving
+            if main and (last_epoch or time.monotonic() - last_ckpt >= checkpoint_interval_s):
                 save_torch({"head": head.state_dict(), "optimizer": optimizer.state_dict(),
                             "torch_rng": torch.random.get_rng_state(), "state": state}, ckpt_path)
+                last_ckpt = time.monotonic()
+            if main:
                 write_text(out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
             if bar:
                 bar.update(ep_task, completed=epoch + 1,
                            description=f"train {split} seed{seed} val_loss {val_loss:.3f} acc {val_acc:.2f}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
-            done_here += 1
-            if stop_after_epochs is not None and done_here >= stop_after_epochs and not state["stopped"]:
+            if leaving and not state["stopped"]:
                 _barrier(dist)
                 return out
     _barrier(dist)

@@ -104,6 +104,11 @@ def test_unknown_area_and_unknown_path_ids():
     assert np.isnan(out["deposit_area_m2"].iloc[0])
 
 
+def test_text_monitored_flags_are_refused():
+    with pytest.raises(ValueError, match="holds text"):
+        label_map(inventory([]), corridors("p1", monitored=["false"]), T0, T1)
+
+
 def test_acquisitions_must_be_ordered():
     with pytest.raises(ValueError, match="must be before"):
         label_map(inventory([]), corridors("p1"), T1, T0)

@@ -257,7 +257,10 @@ def test_second_run_skips_and_force_redoes(tmp_path, caplog):
     # an inventory change alters the labels of some dates only: those shards are redone
     inv = pd.read_csv(root / "inventory.csv")
     inv.loc[1, ["date_min", "date_max"]] = ["2018-01-08", "2018-01-12"]  # was [01-05, 01-12]
+    assert task_is_complete(root, SEASON, ORBIT, WINTER[1])
     inv.to_csv(root / "inventory.csv", index=False)
+    assert not task_is_complete(root, SEASON, ORBIT, WINTER[1])  # status sees the edit at once
+    assert task_is_complete(root, SEASON, ORBIT, WINTER[3])  # 2018-01-19: labels unchanged
     caplog.clear()
     with caplog.at_level("INFO"):
         preprocess_all(root, progress=False)

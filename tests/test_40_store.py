@@ -38,10 +38,10 @@ def test_merge_consolidated_and_verify(hand_study):
     np.testing.assert_array_equal(read_patches(store, [3, 4, 5]), shard)
     assert read_attrs(store)["layout"] == "consolidated"
     assert verify_store(root) == []
-    # up to date: not rewritten
-    mtime = store.stat().st_mtime_ns
+    # up to date: not rewritten (same file), only touched
+    inode = store.stat().st_ino
     merge_store(root)
-    assert store.stat().st_mtime_ns == mtime
+    assert store.stat().st_ino == inode
 
 
 def test_virtual_layout_reads_the_shards_and_survives_a_move(hand_study, tmp_path, monkeypatch):
@@ -162,6 +162,6 @@ def test_tiny_synthetic_study_end_to_end(tiny_study_copy, caplog):
     with caplog.at_level("INFO"):
         preprocess_all(root, progress=False)
     assert f"0 shards written, {len(tasks)} already up to date" in caplog.text
-    mtime = store.stat().st_mtime_ns
+    inode = store.stat().st_ino
     merge_store(root)
-    assert store.stat().st_mtime_ns == mtime
+    assert store.stat().st_ino == inode

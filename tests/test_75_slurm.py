@@ -153,3 +153,22 @@ def test_requeued_training_resumes_and_matches(slurm_cluster, reference_run):
     m, h = _metrics(history.parent)
     assert m["all"] == m_ref["all"] and m["best_epoch"] == m_ref["best_epoch"]
     assert h[["epoch", "train_loss", "val_loss"]].equals(h_ref[["epoch", "train_loss", "val_loss"]])
+
+
+def test_jobs_stuck_behind_a_failed_dependency_are_cancelled(slurm_cluster, tmp_path):
+    """On clusters without kill_invalid_depend a re-run cancels what can never start, and resubmits."""
+    from avalanche_hpc.hpc.launcher import _active_tasks, never_satisfied
+
+    def sbatch(*args: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "%j.out"), *args], check=True,
+                              capture_output=True, text=True).stdout.strip().split(";")[0]
+
+    failing = sbatch("--wrap", "exit 3")
+    stuck = sbatch(f"--dependency=afterok:{failing}", "--kill-on-invalid-dep=no", "--wrap", "true")
+    end = time.monotonic() + 60
+    while never_satisfied([stuck]) != [stuck]:
+        assert time.monotonic() < end, subprocess.run(["squeue", "-j", stuck], capture_output=True, text=True).stdout
+        time.sleep(0.5)
+    record = {"stages": {"merge": {"tasks": {"merge": {"job_id": stuck}}}}}
+    assert _active_tasks(record, "merge") == {}  # not active: the next run submits the task again
+    assert _wait([stuck], timeout=30)[stuck]["state"] == "CANCELLED"

@@ -43,6 +43,8 @@ def train(
         "--no-feature-bank", help="Run the backbone on a fresh crop every epoch instead of the cached bank.")] = False,
     views: Annotated[int, typer.Option("--views", help="Augmented views per patch in the feature bank.")] = 16,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu or cuda[:N].")] = "auto",
+    checkpoint_interval: Annotated[float, typer.Option(
+        "--checkpoint-interval", help="Seconds between checkpoints (0: after every epoch).")] = 0.0,
     split_seed: SplitSeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
@@ -52,7 +54,7 @@ def train(
     name = _split_name(study, split, holdout)
     out = train_run(study, experiment, name, seed, weights, max_epochs, not no_feature_bank,
                     split_seed=split_seed, weights_sha256=weights_sha256, patience=patience, n_views=views,
-                    device=device, force=force)
+                    device=device, checkpoint_interval_s=checkpoint_interval, force=force)
     typer.echo(f"{out}")
 
 

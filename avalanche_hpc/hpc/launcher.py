@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import shlex
 import subprocess
@@ -50,7 +51,10 @@ class JobFiles:
 
     @classmethod
     def of(cls, job: JobSpec, profile: Profile | None = None) -> JobFiles:
-        base = Path(profile.job_dir) if profile is not None and profile.job_dir else job.root / "work" / "jobs"
+        if profile is not None and profile.job_dir:
+            base = Path(os.path.expanduser(os.path.expandvars(profile.job_dir)))
+        else:
+            base = job.root / "work" / "jobs"
         return cls(base / job.name)
 
     @property
@@ -226,17 +230,29 @@ class Submission:
         return states
 
 
-def never_satisfied(job_ids: list[str]) -> list[str]:
-    """Pending (array) jobs whose dependency can never be met (an upstream task failed)."""
+def squeue_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``{job_id: (state, reason)}`` of the (array) tasks SLURM still holds, from ``squeue``."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     if not arrays:
-        return []
+        return {}
     try:
-        out = subprocess.run(["squeue", "-h", "-j", ",".join(arrays), "-o", "%i|%r"], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"], capture_output=True,
                              text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.split("|")[0] for line in out.splitlines() if line.endswith("|DependencyNeverSatisfied")]
+        return {}
+    held = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3:
+            for j in _expand_array(parts[0]):
+                held[j] = (parts[1], parts[2])
+    return held
+
+
+def never_satisfied(job_ids: list[str]) -> list[str]:
+    """Pending (array) jobs whose dependency can never be met (an upstream task failed)."""
+    held = squeue_states(job_ids)
+    return [j for j in job_ids if held.get(j, ("", ""))[1] == "DependencyNeverSatisfied"]
 
 
 def _active_tasks(record: dict[str, Any], stage: str) -> dict[str, str]:
@@ -248,13 +264,13 @@ def _active_tasks(record: dict[str, Any], stage: str) -> dict[str, str]:
     tasks = record.get("stages", {}).get(stage, {}).get("tasks", {})
     ids = {k: v["job_id"] for k, v in tasks.items()}
     states = sacct_states(list(ids.values()))
-    active = {k: j for k, j in ids.items() if states.get(j, {}).get("state") in ACTIVE_STATES}
-    stuck = set(never_satisfied(list(active.values())))
+    held = squeue_states(list(ids.values()))  # also knows jobs sacct has not recorded yet
+    active = {k: j for k, j in ids.items() if states.get(j, {}).get("state") in ACTIVE_STATES or j in held}
+    stuck = sorted(j for j in active.values() if held.get(j, ("", ""))[1] == "DependencyNeverSatisfied")
     if stuck:
-        log.info("%s: cancelling %s (dependency never satisfied: an upstream task failed)", stage,
-                 ", ".join(sorted(stuck)))
-        subprocess.run(["scancel", *sorted(stuck)], capture_output=True, timeout=60)
-        active = {k: j for k, j in active.items() if j not in stuck and j.split("_")[0] not in stuck}
+        log.info("%s: cancelling %s (dependency never satisfied: an upstream task failed)", stage, ", ".join(stuck))
+        subprocess.run(["scancel", *stuck], capture_output=True, timeout=60)
+        active = {k: j for k, j in active.items() if j not in stuck}
     return active
 
 

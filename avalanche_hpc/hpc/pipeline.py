@@ -26,8 +26,7 @@ import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +59,6 @@ class Task:
     args: tuple = ()
 
 
-@dataclass
-class Plan:
-    """The tasks of every stage of a job (stages whose tasks cannot be listed yet have None)."""
-
-    job: JobSpec
-    tasks: dict[str, list[Task] | None] = field(default_factory=dict)
-
-
 # -- task lists ---------------------------------------------------------------------------------
 def list_stage_tasks(job: JobSpec, stage: str) -> list[Task] | None:
     """The tasks of ``stage`` for this job; None when they depend on a study that does not exist yet."""
@@ -86,10 +77,6 @@ def list_stage_tasks(job: JobSpec, stage: str) -> list[Task] | None:
     if stage == "baseline":
         return [Task(stage, s, (s,)) for s in job.split_names()]
     raise ConfigError(f"unknown stage {stage!r}")
-
-
-def make_plan(job: JobSpec) -> Plan:
-    return Plan(job, {s: list_stage_tasks(job, s) for s in job.stages})
 
 
 # -- completeness from the outputs --------------------------------------------------------------
@@ -239,6 +226,3 @@ def run_job(job_toml: Path | str | JobSpec, executor: str | None = None, profile
     if wait:
         sub.wait()
     return sub
-
-
-StageCallable = Callable[[JobSpec, Task], str]

@@ -332,8 +332,9 @@ def table_one(exp: Experiment) -> Table:
     rows = [[METRIC_LABELS[k], focus["cnn"][k], focus["baseline"][k], every["cnn"][k], every["baseline"][k]]
             for k in METRICS + ("n",)]
     n_seeds = len(split.cnn)
-    note = (f"Split '{split.name}', test set. CNN: mean ± sample std over {n_seeds} seed(s); baseline: one "
-            f"deterministic run. Recomputed from predictions.csv.")
+    cnn = f"mean ± sample std over {n_seeds} seeds" if n_seeds > 1 else f"{n_seeds} seed (no spread to show)"
+    note = (f"Split '{split.name}', test set. CNN: {cnn}; baseline: one deterministic run. "
+            f"Recomputed from predictions.csv.")
     return Table("table1", "Table I: CNN vs baseline (test set)", cols, rows, note)
 
 

@@ -94,6 +94,12 @@ def _descend(dem: np.ndarray, slope: np.ndarray, r: int, c: int, margin: int) ->
     return path
 
 
+def _massif_code(massif: str) -> str:
+    """Short code for path ids: initials of a compound name ('HM'), else the first 4 letters ('VANO')."""
+    parts = massif.replace("-", " ").split()
+    return ("".join(p[0] for p in parts) if len(parts) > 1 else parts[0][:4]).upper()
+
+
 def make_corridors(terrain: Terrain, n: int, monitored_fraction: float, seed: int) -> list[Corridor]:
     """Up to ``n`` corridors (fewer when the terrain has no room), deterministic for ``seed``."""
     rng = rng_for(seed, "corridors")
@@ -138,9 +144,9 @@ def make_corridors(terrain: Terrain, n: int, monitored_fraction: float, seed: in
         xs = t.c + (pc + 0.5) * t.a
         ys = t.f + (pr + 0.5) * t.e
         poly = LineString(np.column_stack([xs, ys])).buffer(width / 2.0, cap_style="round")
-        code = "".join(part[0] for part in massif.replace("-", " ").split()).upper()[:3]
+        code = _massif_code(massif)
         counters[code] = counters.get(code, 0) + 1
-        path_id = f"{code}{counters[code]:04d}"
+        path_id = f"{code}-{counters[code]:04d}"
         corridors.append(Corridor(path_id, massif, True, pr, pc, width, poly))
     if corridors:
         n_unmon = int(round((1.0 - monitored_fraction) * len(corridors)))

@@ -30,11 +30,9 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale_px: flo
     """Zero-mean, unit-std float32 field, smooth over about ``scale_px`` pixels (cheap: coarse grid + zoom)."""
     h, w = shape
     step = max(scale_px / 2.0, 1.0)
-    ch, cw = int(np.ceil(h / step)) + 3, int(np.ceil(w / step)) + 3
-    coarse = rng.standard_normal((ch, cw))
-    coarse = ndimage.gaussian_filter(coarse, 0.8, mode="wrap")
-    fine = ndimage.zoom(coarse, (h / (ch - 3) * (ch / ch), w / (cw - 3)), order=3, mode="nearest",
-                        grid_mode=False)[:h, :w]
+    ch, cw = int(np.ceil(h / step)) + 2, int(np.ceil(w / step)) + 2
+    coarse = ndimage.gaussian_filter(rng.standard_normal((ch, cw)), 0.8, mode="wrap")
+    fine = ndimage.zoom(coarse, step, order=3, mode="nearest")[:h, :w]
     fine = fine - fine.mean()
     sd = fine.std()
     return (fine / (sd if sd > 0 else 1.0)).astype(np.float32)

@@ -17,6 +17,7 @@ be regenerated alone, byte-identically.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -77,8 +78,9 @@ class SynthWorld:
         o = self.preset.orbits[i]
         return OrbitConfig(id=o.id, direction=o.direction, relative_orbit=o.relative_orbit)
 
-    def snow(self, d: dt.date):
-        return snow_state(self.terrain, self.weather, d, self.preset.physics, self.seed, self._level)
+    def snow(self, d: dt.date, orbit_index: int):
+        morning = self.preset.orbits[orbit_index].direction == "descending"  # dawn pass; ascending at dusk
+        return snow_state(self.terrain, self.weather, d, self.preset.physics, self.seed, self._level, morning)
 
 
 def build_world(preset: Preset, seed: int) -> SynthWorld:
@@ -90,14 +92,14 @@ def build_world(preset: Preset, seed: int) -> SynthWorld:
     top = float(np.percentile(terrain.dem, 99.5))
     weather = make_weather(preset.season_start, preset.season_end, seed, top)
     all_dates = [d for i in range(len(preset.orbits)) for d in winter_dates(preset, i)]
-    events = make_events(corridors, weather, min(all_dates), max(all_dates), preset.events_per_corridor, seed)
+    ends = {c.path_id: float(terrain.dem[c.end]) for c in corridors}
+    events = make_events(corridors, weather, min(all_dates), max(all_dates), preset.events_per_corridor, seed, ends)
     inv, events = make_inventory(events, corridors, preset.recorded_fraction, seed)
     by_id = {c.path_id: c for c in corridors}
     footprints = []
     for ev in events.itertuples():
         rng = rng_for(seed, "deposit", ev.event_id)
         footprints.append(deposit_footprint(by_id[ev.path_id], ev.deposit_area_m2, preset.pixel_m, rng, terrain.shape))
-    ends = {c.path_id: float(terrain.dem[c.end]) for c in corridors}
     inv["runout_altitude_m"] = [round(ends[p], 0) for p in inv["path_id"]]
     return SynthWorld(preset, seed, terrain, corridors, weather, events, inv, footprints)
 
@@ -187,28 +189,27 @@ def _truth_table(world: SynthWorld, geoms: list[radar.OrbitGeometry]) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def _conditions_table(world: SynthWorld) -> pd.DataFrame:
-    rows = []
-    for i, o in enumerate(world.preset.orbits):
-        for d in summer_dates(world.preset, i):
-            rows.append({"orbit": o.id, "date": d.isoformat(), "kind": "summer", "wet_fraction": 0.0,
-                         "crust_fraction": 0.0, "freezing_level_m": np.nan, "snowfall_cm_since_prev": np.nan})
-        prev = None
-        for d in winter_dates(world.preset, i):
-            s = world.snow(d)
-            k = world.weather.day(d)
-            k0 = world.weather.day(prev) + 1 if prev else max(k - world.preset.repeat_days + 1, 0)
-            rows.append({"orbit": o.id, "date": d.isoformat(), "kind": "winter",
-                         "wet_fraction": round(s.wet_fraction, 4), "crust_fraction": round(float(s.crust.mean()), 4),
-                         "freezing_level_m": round(float(world.weather.freezing_m[k]), 0),
-                         "snowfall_cm_since_prev": round(float(world.weather.snowfall_cm[k0:k + 1].sum()), 1)})
-            prev = d
-    return pd.DataFrame(rows)
+def _conditions_row(world: SynthWorld, i: int, d: dt.date, snow=None) -> dict:
+    """One row of ``truth_conditions.csv`` (``snow``: the date's ``SnowState`` when already computed)."""
+    o = world.preset.orbits[i]
+    if d not in winter_dates(world.preset, i):
+        return {"orbit": o.id, "date": d.isoformat(), "kind": "summer", "wet_fraction": 0.0, "crust_fraction": 0.0,
+                "freezing_level_m": np.nan, "snowfall_cm_since_prev": np.nan}
+    s = snow if snow is not None else world.snow(d, i)
+    dates = winter_dates(world.preset, i)
+    k = world.weather.day(d)
+    j = dates.index(d)
+    k0 = world.weather.day(dates[j - 1]) + 1 if j else max(k - world.preset.repeat_days + 1, 0)
+    return {"orbit": o.id, "date": d.isoformat(), "kind": "winter",
+            "wet_fraction": round(s.wet_fraction, 4), "crust_fraction": round(float(s.crust.mean()), 4),
+            "freezing_level_m": round(float(world.weather.freezing_m[k]), 0),
+            "snowfall_cm_since_prev": round(float(world.weather.snowfall_cm[k0:k + 1].sum()), 1)}
 
 
 def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: bool,
-             orbit_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free VV and VH sigma0 (dB) of one orbit and date, debris included."""
+             orbit_index: int) -> tuple[np.ndarray, np.ndarray, object]:
+    """Noise-free VV and VH sigma0 (dB) of one orbit and date, debris included, and the snow state
+    (None in summer)."""
     phys = world.preset.physics
     vv = geom.base_vv_db.copy()
     vh = geom.base_vh_db.copy()
@@ -220,8 +221,8 @@ def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: b
         jitter = 0.3 * smooth_field(rng_for(world.seed, "summer", d.toordinal()), world.terrain.shape, 60.0)
         vv += change + jitter
         vh += 1.2 * change + jitter
-        return vv, vh
-    s = world.snow(d)
+        return vv, vh, None
+    s = world.snow(d, orbit_index)
     vv += s.vv_db(phys)
     vh += s.vh_db(phys)
     for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints)):
@@ -230,14 +231,17 @@ def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: b
         g = debris.aged_gain_db(float(world.fresh_gain_db[k]), ev.date, d, world.weather, phys)
         if g > 0:
             debris.add_debris(vv, vh, fp.r0, fp.c0, fp.weights, g, geom.visibility, phys)
-    return vv, vh
+    return vv, vh, s
 
 
 def _write_scene(study: Study, world: SynthWorld, i: int, geom: radar.OrbitGeometry, d: dt.date,
-                 summer: bool) -> None:
+                 summer: bool) -> dict:
+    """Write the three rasters of one orbit and date; returns its ``truth_conditions.csv`` row."""
     p, phys = world.preset, world.preset.physics
     o = p.orbits[i]
-    vv_db, vh_db = scene_db(world, geom, d, summer, o.id)
+    vv_db, vh_db, snow = scene_db(world, geom, d, summer, i)
+    conditions = _conditions_row(world, i, d, snow)
+    del snow
     rng = rng_for(world.seed, o.id, d.toordinal())
     vv = radar.observe(vv_db, phys.nesz_vv_db, rng, phys.enl)
     vh = radar.observe(vh_db, phys.nesz_vh_db, rng, phys.enl)
@@ -256,6 +260,7 @@ def _write_scene(study: Study, world: SynthWorld, i: int, geom: radar.OrbitGeome
         _write_raster(study.scene_path(o.id, d, band), arr, world.terrain, nodata, {**tags, "POLARISATION": band})
     _write_raster(study.scene_path(o.id, d, LAYOVER_SHADOW), mask, world.terrain, None,
                   {"CODES": "0 valid, 1 layover, 2 shadow, 3 both", "ORBIT": o.id})
+    return conditions
 
 
 def _scene_complete(study: Study, orbit: str, d: dt.date) -> bool:
@@ -263,7 +268,8 @@ def _scene_complete(study: Study, orbit: str, d: dt.date) -> bool:
 
 
 def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> None:
-    marker = {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed}
+    marker = {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed,
+              "physics": dataclasses.asdict(preset.physics)}
     mpath = root / MARKER
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a directory -> choose another study path")
@@ -284,18 +290,19 @@ def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> Non
     write_json(mpath, marker)
 
 
-def generate_study(root: Path, preset: str = "demo", seed: int = 0, overwrite: bool = False, *,
+def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, overwrite: bool = False, *,
                    progress: bool = False, on_date: Callable[[str, dt.date], None] | None = None) -> Path:
     """Write a synthetic study to ``root`` and return ``root``.
 
-    ``preset``: ``tiny``, ``demo`` or ``alps`` (see ``presets.PRESETS``). The same seed gives
+    ``preset``: ``tiny``, ``demo`` or ``alps`` (see ``presets.PRESETS``), or a ``Preset`` (e.g.
+    ``PRESETS["demo"].with_physics(debris_db=3.0)`` for a sensitivity study). The same seed gives
     byte-identical rasters and CSV tables. Re-running the same preset and seed on an existing
     (possibly interrupted) generation writes only the missing files (existing ones are complete:
     every write is atomic); any other non-empty directory needs ``overwrite=True``. ``progress`` shows a rich progress bar over the scene dates;
     ``on_date(orbit, date)`` is called after each date is written.
     """
     root = Path(root)
-    p = get_preset(preset)
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
     if not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     _prepare_root(root, p, seed, overwrite)
@@ -322,11 +329,15 @@ def generate_study(root: Path, preset: str = "demo", seed: int = 0, overwrite: b
             geoms[i] = radar.orbit_geometry(world.terrain, oc.look_azimuth_deg, oc.incidence_deg, p.physics, seed)
         return geoms[i]
 
+    conditions: list[dict] = []
+
     def run(advance: Callable[[], None]) -> None:
         for i, d, summer in jobs:
             oid = p.orbits[i].id
             if not _scene_complete(study, oid, d):
-                _write_scene(study, world, i, geometry(i), d, summer)
+                conditions.append(_write_scene(study, world, i, geometry(i), d, summer))
+            else:
+                conditions.append(_conditions_row(world, i, d))
             advance()
             if on_date is not None:
                 on_date(oid, d)
@@ -342,7 +353,7 @@ def generate_study(root: Path, preset: str = "demo", seed: int = 0, overwrite: b
         run(lambda: None)
     truth = _truth_table(world, [geometry(i) for i in range(len(p.orbits))])
     with atomic_path(root / "truth_conditions.csv") as tmp:
-        _conditions_table(world).to_csv(tmp, index=False)
+        pd.DataFrame(conditions).to_csv(tmp, index=False)
     with atomic_path(study.truth_path) as tmp:
         truth.to_csv(tmp, index=False)
     log.info("synthetic study %s: %d corridors, %d events (%d in the inventory), %d scene dates",

@@ -31,8 +31,12 @@ AREA_RANGE_M2 = (600.0, 150000.0)
 
 
 def make_events(corridors: list[Corridor], weather: Weather, first: dt.date, last: dt.date,
-                events_per_corridor: float, seed: int) -> pd.DataFrame:
-    """Every simulated event: event_id, path_id, date (true), deposit_area_m2, cycle."""
+                events_per_corridor: float, seed: int, runout_m: dict[str, float]) -> pd.DataFrame:
+    """Every simulated event: event_id, path_id, date (true), deposit_area_m2, cause.
+
+    ``cause`` is ``wet`` when the runout (``runout_m``: elevation of the corridor's low end, m)
+    lies below the freezing level of the day, else ``dry``.
+    """
     rng = rng_for(seed, "events")
     days = [(d - weather.start).days for d in (first, last)]
     span = np.arange(max(days[0] - 8, 0), days[1] + 1)
@@ -53,7 +57,8 @@ def make_events(corridors: list[Corridor], weather: Weather, first: dt.date, las
             day = int(rng.choice(span, p=p_day))
             area = float(np.clip(rng.lognormal(np.log(AREA_MEDIAN_M2), AREA_SIGMA), *AREA_RANGE_M2))
             rows.append({"path_id": c.path_id, "date": weather.start + dt.timedelta(days=day),
-                         "deposit_area_m2": round(area, 1), "cause": "wet" if warm[day] > 0.3 else "dry"})
+                         "deposit_area_m2": round(area, 1),
+                         "cause": "wet" if weather.freezing_m[day] > runout_m[c.path_id] else "dry"})
     ev = pd.DataFrame(rows, columns=["path_id", "date", "deposit_area_m2", "cause"])
     # at most one event per corridor and day
     ev = ev.drop_duplicates(["path_id", "date"]).sort_values(["date", "path_id"], kind="stable")

@@ -34,6 +34,7 @@ class Physics:
     wet_drop_db: float = 5.0             # dB, VV drop of fully wet snow (VH drops wet_drop_db * wet_vh_ratio)
     wet_vh_ratio: float = 1.1
     crust_gain_db: float = 2.0           # dB, rise of refrozen (crusted) snow after a wet episode
+    morning_refreeze_m: float = 400.0    # m, the dawn (descending) pass sees the freezing level this much lower
     # -- debris --
     debris_db: float = 5.0               # dB, VV rise over a large deposit on the first date after the event
     debris_vh_ratio: float = 1.25        # VH rise = debris_db * this (rough surfaces raise cross-pol more)

@@ -9,7 +9,9 @@ bury debris and reset the crust. Per date, the spatial state follows from the te
 - crust (0..1): snow that was wet since the last snowfall and has refrozen (raises backscatter);
 - dry-snow variability: a broad field of ``Physics.dry_snow_db`` std.
 
-``snow_db(...)`` turns the state into dB offsets relative to the dry-snow winter background.
+The descending pass is at dawn (~05:30 UTC): the surface has refrozen overnight, so it sees less
+wet snow and more crust than the ascending pass at dusk (~17:30 UTC).
+``SnowState.vv_db/vh_db`` turn the state into dB offsets relative to the dry-snow winter background.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def make_weather(start: dt.date, end: dt.date, seed: int, top_m: float) -> Weath
         spells.append((rng.integers(60, 100), rng.integers(2, 5), rng.uniform(0.4, 0.6)))
     d0 = int(rng.integers(95, 115))
     while d0 < n:
-        spells.append((d0, int(rng.integers(5, 14)), rng.uniform(0.2, 0.4)))
+        spells.append((d0, int(rng.integers(4, 12)), rng.uniform(0.15, 0.3)))
         d0 += int(rng.integers(12, 24))
     for s0, length, frac in spells:
         sl = slice(int(s0), min(int(s0 + length), n))
@@ -114,14 +116,16 @@ def _level_field(terrain: Terrain, seed: int) -> np.ndarray:
 
 
 def snow_state(terrain: Terrain, weather: Weather, d: dt.date, phys: Physics, seed: int,
-               level: np.ndarray | None = None) -> SnowState:
-    """Snow state of one date (orbit-independent)."""
+               level: np.ndarray | None = None, morning: bool = False) -> SnowState:
+    """Snow state of one date; ``morning`` (descending pass, ~05:30 UTC): the surface has refrozen
+    overnight up to ``phys.morning_refreeze_m`` below the day's freezing level (it shows as crust)."""
     if level is None:
         level = _level_field(terrain, seed)
     i = weather.day(d)
     rng = rng_for(seed, "drysnow", d.toordinal())
     z = terrain.dem
-    wet = 1.0 / (1.0 + np.exp(-(weather.freezing_m[i] + level - z) / WET_TRANSITION_M))
+    fl = weather.freezing_m[i] - (phys.morning_refreeze_m if morning else 0.0)
+    wet = 1.0 / (1.0 + np.exp(-(fl + level - z) / WET_TRANSITION_M))
     was = 1.0 / (1.0 + np.exp(-(weather.crust_level_m[i] + level - z) / WET_TRANSITION_M))
     crust = np.clip(was - wet, 0.0, 1.0)
     dry = phys.dry_snow_db * smooth_field(rng, terrain.shape, 60.0)
