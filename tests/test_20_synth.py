@@ -51,6 +51,8 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tiny_study: Path
     other = generate_study(tmp_path / "other", preset="tiny", seed=1)
     for name in ("dem.tif", "inventory.csv", "scenes/D139/20171203/VV.tif"):
         assert not filecmp.cmp(tiny_study / name, other / name, shallow=False), name
+    a, b = Study.load(tiny_study).read_corridors(), Study.load(again).read_corridors()
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry")) and a.geometry.equals(b.geometry)
 
 
 # -- the contract ---------------------------------------------------------------------------------
@@ -213,6 +215,26 @@ def test_layover_and_shadow_face_toward_and_away_from_the_sensor(tiny_study: Pat
         # descending looks west: layover on east faces; ascending looks east: layover on west faces
         east = np.sin(np.radians(aspect[lay])).mean()
         assert (east > 0.3) if o.direction == "descending" else (east < -0.3), o.id
+
+
+def test_small_and_sensor_facing_deposits_are_weaker() -> None:
+    """Size scaling, and foreshortening: east faces lose contrast in the descending orbit, west faces in the ascending."""
+    from avalanche_hpc.synth.radar import orbit_geometry
+
+    phys = TINY.physics
+    areas = np.array([500.0, 1000.0, 3000.0, 10000.0, 25000.0, 80000.0])
+    g = debris_mod.gain_db(areas, phys)
+    assert np.all(np.diff(g) >= 0) and g[0] < 0.4 * phys.debris_db and g[-1] == pytest.approx(phys.debris_db)
+    world = build_world(TINY, 0)
+    t = world.terrain
+    moderate = (t.slope > 10) & (t.slope < 30)
+    east = moderate & (np.sin(np.radians(t.aspect)) > 0.7)
+    west = moderate & (np.sin(np.radians(t.aspect)) < -0.7)
+    for i, o in enumerate(TINY.orbits):
+        oc = world.orbit_config(i)
+        vis = orbit_geometry(t, oc.look_azimuth_deg, oc.incidence_deg, phys, 0).visibility
+        facing, away = (east, west) if o.direction == "descending" else (west, east)
+        assert vis[facing].mean() < vis[away].mean() - 0.1, o.id
 
 
 def test_wet_snow_dates_drop_the_background_and_crust_raises_it(tiny_study: Path) -> None:

@@ -32,7 +32,7 @@ import rasterio
 
 from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig, fmt_yyyymmdd
+from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
 from avalanche_hpc.synth import debris, radar
 from avalanche_hpc.synth.corridors import Corridor, Footprint, deposit_footprint, make_corridors
 from avalanche_hpc.synth.fields import rng_for, smooth_field
@@ -161,7 +161,19 @@ def _write_corridors(study: Study, world: SynthWorld) -> None:
         gdf.to_file(tmp, layer="corridors", driver="GPKG", engine="pyogrio")
 
 
-def _truth_table(world: SynthWorld, geoms: list[radar.OrbitGeometry]) -> pd.DataFrame:
+def _orbit_truth(world: SynthWorld, geom: radar.OrbitGeometry, orbit_id: str) -> dict[str, list[float]]:
+    """Per-event columns of one orbit: mean foreshortening visibility and masked share of the deposit."""
+    vis, masked = [], []
+    for fp in world.footprints:
+        h, w = fp.weights.shape
+        sl = (slice(fp.r0, fp.r0 + h), slice(fp.c0, fp.c0 + w))
+        wts = fp.weights.astype(np.float64)
+        vis.append(round(float((geom.visibility[sl] * wts).sum() / wts.sum()), 3))
+        masked.append(round(float(((geom.mask[sl] != 0) * wts).sum() / wts.sum()), 3))
+    return {f"visibility_{orbit_id}": vis, f"masked_{orbit_id}": masked}
+
+
+def _truth_table(world: SynthWorld, orbit_columns: list[dict[str, list[float]]]) -> pd.DataFrame:
     t = world.terrain
     massif = {c.path_id: c.massif for c in world.corridors}
     ev = world.events
@@ -181,10 +193,8 @@ def _truth_table(world: SynthWorld, geoms: list[radar.OrbitGeometry]) -> pd.Data
             "date_min": e.date_min.isoformat(), "date_max": e.date_max.isoformat(), "cause": e.cause,
             "fresh_gain_db": round(float(world.fresh_gain_db[k]), 3),
         }
-        for i, o in enumerate(world.preset.orbits):
-            g = geoms[i]
-            row[f"visibility_{o.id}"] = round(float((g.visibility[sl] * wts).sum() / wts.sum()), 3)
-            row[f"masked_{o.id}"] = round(float(((g.mask[sl] != 0) * wts).sum() / wts.sum()), 3)
+        for cols in orbit_columns:
+            row.update({name: values[k] for name, values in cols.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -321,13 +331,17 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
     jobs = [(i, d, True) for i in range(len(p.orbits)) for d in summer_dates(p, i)]
     jobs += [(i, d, False) for i in range(len(p.orbits)) for d in winter_dates(p, i)]
     jobs.sort(key=lambda j: (j[0], not j[2], j[1]))
-    geoms: list[radar.OrbitGeometry | None] = [None] * len(p.orbits)
+    # one orbit's geometry in memory at a time (jobs are grouped by orbit)
+    cache: dict[int, radar.OrbitGeometry] = {}
+    orbit_columns: list[dict[str, list[float]] | None] = [None] * len(p.orbits)
 
     def geometry(i: int) -> radar.OrbitGeometry:
-        if geoms[i] is None:
+        if i not in cache:
+            cache.clear()
             oc = world.orbit_config(i)
-            geoms[i] = radar.orbit_geometry(world.terrain, oc.look_azimuth_deg, oc.incidence_deg, p.physics, seed)
-        return geoms[i]
+            cache[i] = radar.orbit_geometry(world.terrain, oc.look_azimuth_deg, oc.incidence_deg, p.physics, seed)
+            orbit_columns[i] = _orbit_truth(world, cache[i], oc.id)
+        return cache[i]
 
     conditions: list[dict] = []
 
@@ -351,7 +365,11 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
             run(lambda: bar.advance(task))
     else:
         run(lambda: None)
-    truth = _truth_table(world, [geometry(i) for i in range(len(p.orbits))])
+    for i in range(len(p.orbits)):
+        if orbit_columns[i] is None:  # every date of the orbit was already written (resuming)
+            geometry(i)
+    cache.clear()
+    truth = _truth_table(world, orbit_columns)
     with atomic_path(root / "truth_conditions.csv") as tmp:
         pd.DataFrame(conditions).to_csv(tmp, index=False)
     with atomic_path(study.truth_path) as tmp:
