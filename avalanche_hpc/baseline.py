@@ -8,7 +8,7 @@ called positive when the count reaches a count threshold. Change images:
 - ``VHdiff`` (the store's third channel, ``VH* - VH*_old``).
 
 Invalid pixels (NaN in the store) count as 0 dB (no change). The channel, the pixel threshold
-(dB, on ``PIXEL_THRESHOLDS_DB``) and the count threshold (pixels, every value that separates two
+(dB, on ``PIXEL_THRESHOLDS_DB``: 0.5 to 12 dB by 0.25) and the count threshold (pixels, every value that separates two
 validation patches) are tuned together for accuracy on the validation set (ties: higher F1,
 then the lower thresholds), as the paper tunes "the number of positive threshold pixels per
 image that gave the best result on the validation set"; the test set is only predicted.
@@ -29,7 +29,7 @@ import numpy as np
 
 from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.metrics import compute_metrics, focus_massif_of, metrics_report
+from avalanche_hpc.metrics import focus_massif_of, metrics_report
 from avalanche_hpc.splits import make_split, validate_split
 from avalanche_hpc.study import Study
 from avalanche_hpc.train import load_run_data, predictions_table
@@ -37,7 +37,7 @@ from avalanche_hpc.train import load_run_data, predictions_table
 log = logging.getLogger(__name__)
 
 CHANGE_CHANNELS = ("VVdiff", "VHdiff")
-PIXEL_THRESHOLDS_DB = tuple(float(t) for t in np.round(np.arange(0.5, 8.01, 0.25), 2))
+PIXEL_THRESHOLDS_DB = tuple(float(t) for t in np.round(np.arange(0.5, 12.01, 0.25), 2))
 
 
 def change_images(patches: np.ndarray, crop: int = 50) -> dict[str, np.ndarray]:
@@ -68,7 +68,8 @@ def tune_count_threshold(counts: np.ndarray, labels: np.ndarray) -> tuple[int, f
     for t in cands:
         pred = (counts >= t).astype(np.int64)
         acc = float((pred == labels).mean()) if len(labels) else 0.0
-        f1 = compute_metrics(labels, pred.astype(float), pred)["f1"] or 0.0
+        tp = int(((pred == 1) & (labels == 1)).sum())
+        f1 = 2 * tp / max(int(pred.sum()) + int(labels.sum()), 1)
         curve.append([int(t), acc])
         if (acc, f1) > best[:2]:
             best = (acc, f1, int(t))
@@ -95,7 +96,7 @@ def tune_baseline(patches: np.ndarray, labels: np.ndarray, crop: int = 50,
     (acc, f1), ch, thr, t, curve = best
     return {
         "channel": ch, "pixel_threshold_db": thr, "count_threshold": t, "crop": crop,
-        "n_pixels": crop * crop, "val_accuracy": acc, "val_f1": f1,
+        "n_pixels": crop * crop, "val_accuracy": acc, "val_f1": f1, "pixel_thresholds_db": list(thresholds_db),
         "units": {"pixel_threshold_db": "dB", "count_threshold": "pixels"},
         "tuning_grid": grid, "count_curve": curve,
         "rule": "positive when the number of pixels with change > pixel_threshold_db is >= count_threshold",
@@ -120,7 +121,8 @@ def baseline_run(root: Path, experiment: str, split: str = "random", *, split_se
     data = load_run_data(study, split_csv)
     if (out / "metrics.json").is_file() and (out / "params.json").is_file() and not force:
         old = json.loads((out / "params.json").read_text(encoding="utf-8"))
-        if old.get("data_sha256") == data.digest and old.get("crop") == crop and old.get("split_seed") == split_seed:
+        if (old.get("data_sha256") == data.digest and old.get("crop") == crop and old.get("split_seed") == split_seed
+                and old.get("pixel_thresholds_db") == list(PIXEL_THRESHOLDS_DB)):
             log.info("baseline %s is complete: skipped (use --force to redo it)", out)
             return out
     sets = data.table["set"].to_numpy()

@@ -95,15 +95,16 @@ def main() -> None:
             print(f"      static world + tables + DEM: {r['static_s']:.1f} s; per scene date: mean "
                   f"{r['s_per_date']:.2f} s, max {r['s_per_date_max']:.2f} s "
                   f"({1e3 * r['s_per_date'] / r['mpix']:.0f} ms/Mpx); total {r['total_s']:.1f} s")
-            print(f"      memory: {r['rss'][0]:.0f} MiB after the first date, {r['rss'][-1]:.0f} MiB after the last "
-                  f"(growth {r['rss'][-1] - r['rss'][0]:+.0f} MiB over {r['n_dates'] - 1} dates); peak {r['peak_mib']:.0f} MiB "
-                  f"({r['peak_mib'] / r['mpix']:.0f} MiB/Mpx)")
+            print(f"      memory: {r['rss'][0]:.0f} MiB after the first date, {r['rss'][-1]:.0f} MiB after the "
+                  f"last (growth {r['rss'][-1] - r['rss'][0]:+.0f} MiB over {r['n_dates'] - 1} dates); "
+                  f"peak {r['peak_mib']:.0f} MiB ({r['peak_mib'] / r['mpix']:.0f} MiB/Mpx)")
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
     a, b = results
+    per_mpx = (b["s_per_date"] / b["mpix"]) / (a["s_per_date"] / a["mpix"])
     print(f"ratio {b['preset']}/{a['preset']}: grid {b['mpix'] / a['mpix']:.1f}x, time per date "
-          f"{b['s_per_date'] / a['s_per_date']:.1f}x, time per date per Mpx {(b['s_per_date'] / b['mpix']) / (a['s_per_date'] / a['mpix']):.2f}x, "
+          f"{b['s_per_date'] / a['s_per_date']:.1f}x, time per date per Mpx {per_mpx:.2f}x, "
           f"peak memory {b['peak_mib'] / a['peak_mib']:.1f}x")
 
 

@@ -218,7 +218,7 @@ def test_layover_and_shadow_face_toward_and_away_from_the_sensor(tiny_study: Pat
 
 
 def test_small_and_sensor_facing_deposits_are_weaker() -> None:
-    """Size scaling, and foreshortening: east faces lose contrast in the descending orbit, west faces in the ascending."""
+    """Size scaling; foreshortening: east faces lose contrast in the descending orbit, west faces in the ascending."""
     from avalanche_hpc.synth.radar import orbit_geometry
 
     phys = TINY.physics

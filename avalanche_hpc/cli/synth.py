@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
                              "alps (18 massifs, ~3000 corridors, 32 dates, benchmarks).")] = PresetName.demo,
         seed: SeedOpt = 0,
         overwrite: Annotated[bool, typer.Option(
-            "--overwrite", help="Replace an existing study in STUDY (deletes its scenes, work/, runs/, reports/).")] = False,
+            "--overwrite",
+            help="Replace an existing study in STUDY (deletes its scenes, work/, runs/, reports/).")] = False,
     ) -> None:
         """Generate a synthetic season (DEM, corridors, inventory, Sentinel-1 scenes, truth.csv) in STUDY.
 

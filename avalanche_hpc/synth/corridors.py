@@ -85,7 +85,7 @@ def _descend(dem: np.ndarray, slope: np.ndarray, r: int, c: int, margin: int) ->
         path.append(best)
         seen.add(best)
         if below_since is None and len(path) > MIN_LENGTH_PX // 2 and \
-                np.mean([slope[p] for p in path[-3:]]) < STOP_SLOPE_DEG:
+                sum(float(slope[p]) for p in path[-3:]) < 3 * STOP_SLOPE_DEG:
             below_since = len(path)
         if below_since is not None and len(path) - below_since >= RUNOUT_PX:
             break
@@ -119,7 +119,11 @@ def make_corridors(terrain: Terrain, n: int, monitored_fraction: float, seed: in
     cand[:, :margin] = cand[:, -margin:] = False
     rr, cc = np.nonzero(cand)
     order = rng.permutation(len(rr))
-    ends: list[tuple[int, int]] = []
+    # pixels closer than MIN_END_SEPARATION_PX to an accepted low end
+    taken = np.zeros(dem.shape, bool)
+    rad = int(np.ceil(MIN_END_SEPARATION_PX))
+    dy, dx = np.mgrid[-rad:rad + 1, -rad:rad + 1]
+    disk = np.hypot(dy, dx) < MIN_END_SEPARATION_PX
     corridors: list[Corridor] = []
     counters: dict[str, int] = {}
     t = terrain.transform
@@ -132,11 +136,10 @@ def make_corridors(terrain: Terrain, n: int, monitored_fraction: float, seed: in
         if path is None:
             continue
         er, ec = path[-1]
-        if ends:
-            e = np.asarray(ends)
-            if np.min(np.hypot(e[:, 0] - er, e[:, 1] - ec)) < MIN_END_SEPARATION_PX:
-                continue
-        ends.append((er, ec))
+        if taken[er, ec]:
+            continue
+        taken[max(er - rad, 0):er + rad + 1, max(ec - rad, 0):ec + rad + 1] |= \
+            disk[max(rad - er, 0):, max(rad - ec, 0):][:h - max(er - rad, 0), :w - max(ec - rad, 0)]
         pr = np.array([p[0] for p in path], dtype=np.int32)
         pc = np.array([p[1] for p in path], dtype=np.int32)
         massif = terrain.names[int(terrain.massif[er, ec])]

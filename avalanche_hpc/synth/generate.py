@@ -308,8 +308,9 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
     ``PRESETS["demo"].with_physics(debris_db=3.0)`` for a sensitivity study). The same seed gives
     byte-identical rasters and CSV tables. Re-running the same preset and seed on an existing
     (possibly interrupted) generation writes only the missing files (existing ones are complete:
-    every write is atomic); any other non-empty directory needs ``overwrite=True``. ``progress`` shows a rich progress bar over the scene dates;
-    ``on_date(orbit, date)`` is called after each date is written.
+    every write is atomic); any other non-empty directory needs ``overwrite=True``. ``progress``
+    shows a rich progress bar over the scene dates; ``on_date(orbit, date)`` is called after each
+    date is written (or found complete).
     """
     root = Path(root)
     p = preset if isinstance(preset, Preset) else get_preset(preset)

@@ -25,7 +25,7 @@ from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.presets import Physics
 from avalanche_hpc.synth.terrain import Terrain
 
-__all__ = ["Weather", "make_weather", "SnowState", "snow_state"]
+__all__ = ["Weather", "make_weather", "SnowState", "snow_state", "level_field"]
 
 WET_TRANSITION_M = 100.0
 SOUTH_BONUS_M = 200.0
@@ -108,7 +108,7 @@ class SnowState:
                 + 0.8 * self.dry_db).astype(np.float32)
 
 
-def _level_field(terrain: Terrain, seed: int) -> np.ndarray:
+def level_field(terrain: Terrain, seed: int) -> np.ndarray:
     """Static offset (m) of the wet-snow line: south faces and a broad random pattern."""
     rng = rng_for(seed, "snowline")
     south = np.cos(np.radians(terrain.aspect - 180.0)) * np.clip(terrain.slope / 30.0, 0, 1)
@@ -120,7 +120,7 @@ def snow_state(terrain: Terrain, weather: Weather, d: dt.date, phys: Physics, se
     """Snow state of one date; ``morning`` (descending pass, ~05:30 UTC): the surface has refrozen
     overnight up to ``phys.morning_refreeze_m`` below the day's freezing level (it shows as crust)."""
     if level is None:
-        level = _level_field(terrain, seed)
+        level = level_field(terrain, seed)
     i = weather.day(d)
     rng = rng_for(seed, "drysnow", d.toordinal())
     z = terrain.dem
@@ -130,7 +130,3 @@ def snow_state(terrain: Terrain, weather: Weather, d: dt.date, phys: Physics, se
     crust = np.clip(was - wet, 0.0, 1.0)
     dry = phys.dry_snow_db * smooth_field(rng, terrain.shape, 60.0)
     return SnowState(wet.astype(np.float32), crust.astype(np.float32), dry.astype(np.float32))
-
-
-def level_field(terrain: Terrain, seed: int) -> np.ndarray:
-    return _level_field(terrain, seed)
