@@ -156,9 +156,15 @@ def _write_corridors(study: Study, world: SynthWorld) -> None:
          "width_m": [round(c.width_m, 1) for c in world.corridors]},
         geometry=[c.polygon for c in world.corridors], crs=f"EPSG:{world.terrain.epsg}",
     )
-    with atomic_path(study.corridors_path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*extension should be 'gpkg'")  # the temporary name
-        gdf.to_file(tmp, layer="corridors", driver="GPKG", engine="pyogrio")
+    quiet = logging.getLogger("pyogrio")  # its INFO "Created N records" would break the progress bar
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with atomic_path(study.corridors_path) as tmp, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*extension should be 'gpkg'")  # the temporary name
+            gdf.to_file(tmp, layer="corridors", driver="GPKG", engine="pyogrio")
+    finally:
+        quiet.setLevel(level)
 
 
 def _orbit_truth(world: SynthWorld, geom: radar.OrbitGeometry, orbit_id: str) -> dict[str, list[float]]:
