@@ -43,7 +43,7 @@ nav{font-size:.9em;margin:8px 0 16px} nav a{margin-right:12px;color:#1f5fa8;text
 table{border-collapse:collapse;margin:6px 0 4px;font-size:.88em}
 th,td{border:1px solid #d4dae1;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#eef2f6;font-weight:600;white-space:normal;vertical-align:bottom;min-width:5em} td:first-child,th:first-child{text-align:left}
-tr:nth-child(even) td{background:#fafbfc} td.txt{text-align:left}
+tr:nth-child(even) td{background:#fafbfc} td.txt,th.txt{text-align:left}
 table.kv td{text-align:left;white-space:normal;word-break:break-all;max-width:1000px;font-family:monospace;font-size:.95em}
 .note{color:#5b6670;font-size:.85em;margin:2px 0 14px;max-width:1100px}
 .scroll{overflow-x:auto;max-width:100%}
@@ -62,14 +62,20 @@ def data_uri(path: Path) -> str:
 _NUMERIC = re.compile(r"[+-]?\d[\d.,]*( %)?|n/a")
 
 
+def _numeric(c: Any) -> bool:
+    return isinstance(c, Stat | int | float) or bool(_NUMERIC.fullmatch(cell_text(c)))
+
+
 def _td(c: Any) -> str:
-    numeric = isinstance(c, Stat | int | float) or bool(_NUMERIC.fullmatch(cell_text(c)))
-    cls = "" if numeric else ' class="txt"'
+    cls = "" if _numeric(c) else ' class="txt"'
     return f"<td{cls}>{html.escape(cell_text(c))}</td>"
 
 
 def html_table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
+    first = t.rows[0] if t.rows else []
+    txt = ' class="txt"'
+    head = "".join(f"<th{'' if j < len(first) and _numeric(first[j]) else txt}>{html.escape(c)}</th>"
+                   for j, c in enumerate(t.columns))
     body = "\n".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in t.rows)
     tall = " tall" if len(t.rows) > 14 and t.style != "kv" else ""
     kv = ' class="kv"' if t.style == "kv" else ""
