@@ -81,9 +81,10 @@ class TrainTask(submitit.helpers.Checkpointable):
         return str(out)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # train_run's own checkpoint.pt (written after every epoch) is the state: resubmit the same call.
+        # train_run's own checkpoint.pt (written after every epoch) is the state: resubmit the same call,
+        # but never with force=True: a forced run would wipe that checkpoint and start again.
         log.info("checkpoint requested (USR2/timeout/preemption): requeueing; training resumes from checkpoint.pt")
-        return submitit.helpers.DelayedSubmission(TrainTask(), *args, **kwargs)
+        return submitit.helpers.DelayedSubmission(TrainTask(), *args, **{**kwargs, "force": False})
 
 
 class EpochPause:

@@ -28,7 +28,10 @@ class Physics:
     layover_gain_db: float = 6.0         # dB, brightness added in layover
     nesz_vv_db: float = -24.0            # dB, noise-equivalent sigma0 (additive noise floor), VV
     nesz_vh_db: float = -28.0            # dB, noise floor, VH
-    enl: float = 5.0                     # equivalent number of looks of the (filtered) gamma speckle
+    # Equivalent number of looks of the gamma speckle AFTER the speckle filter the SNAP graph applies:
+    # raw IW GRDH has ENL ~4.4; a 5x5 Lee/Refined-Lee filter brings it to ~15-25. (5 was the raw value:
+    # with it the deposits drowned in speckle, see docs/architecture.md "Learning".)
+    enl: float = 16.0
     # -- snowpack --
     dry_snow_db: float = 0.6             # dB, std of broad date-to-date dry-snow variability
     wet_drop_db: float = 5.0             # dB, VV drop of fully wet snow (VH drops wet_drop_db * wet_vh_ratio)
