@@ -23,7 +23,6 @@ settings change.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from avalanche_hpc.errors import InputError, Problem
 from avalanche_hpc.labels import monitored_flags
 from avalanche_hpc.raster import open_raster
 from avalanche_hpc.study import Study
+from avalanche_hpc.digest import digest_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def deposition_digest(study: Study) -> str:
         "dem": file_fingerprint(study.dem_path),
         "corridors": file_fingerprint(study.corridors_path),
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+    return digest_json(parts)
 
 
 def slope_aspect(dem: np.ndarray, pixel_x: float, pixel_y: float) -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,6 @@ dependency): it removes temporary files left under ``work/shards`` by killed tas
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -48,6 +46,7 @@ from avalanche_hpc.store import (
     read_meta,
 )
 from avalanche_hpc.study import LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_UNKNOWN, fmt_yyyymmdd
+from avalanche_hpc.digest import digest_json
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     if n_stale:
         log.info("removed %d temporary file(s) left by killed tasks under %s", n_stale, study.work_dir / "shards")
     shards = _current_shards(inputs)
-    digest = hashlib.sha256(json.dumps([layout, [(k, d) for k, _, d in shards]]).encode()).hexdigest()[:32]
+    digest = _store_digest(layout, shards)
     if not force and store.is_file():
         try:
             if read_attrs(store).get("digest") == digest:
@@ -210,7 +209,7 @@ def verify_store(root: Path) -> list[Problem]:
     _check_labels(inputs, meta, bad)
     try:
         shards = _current_shards(inputs)
-        digest = hashlib.sha256(json.dumps([read_attrs(store).get("layout"), [(k, d) for k, _, d in shards]]).encode()).hexdigest()[:32]
+        digest = _store_digest(read_attrs(store).get("layout"), shards)
         if read_attrs(store).get("digest") != digest:
             bad("attrs/digest", "the store was merged from other shards than the current ones (out of date)")
     except StageError as e:
@@ -294,3 +293,8 @@ def store_info(root: Path) -> pd.DataFrame:
     table = table.reset_index()
     total = {k: "all" for k in keys} | {c: int(table[c].sum()) for c in ("positive", "negative", "unknown", "total")}
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+def _store_digest(layout: str | None, shards: list) -> str:
+    """What the merged store depends on: its layout and each current shard's own digest."""
+    return digest_json([layout, [(k, d) for k, _, d in shards]])

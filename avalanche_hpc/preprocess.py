@@ -32,7 +32,6 @@ decide), and tables (inventory via the label map, corridors; the DEM up to 2 MiB
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from avalanche_hpc.labels import label_map
 from avalanche_hpc.raster import GridSpec, read_mask_windows, read_power_windows, window_origins
 from avalanche_hpc.store import CHANNELS, open_h5, read_attrs, write_patches
 from avalanche_hpc.study import LAYOVER_SHADOW, Acquisition, Study, fmt_yyyymmdd
+from avalanche_hpc.digest import digest_json, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class StudyInputs:
                                          "list snow-free summer dates with scenes for the orbit"))
             parts = {"settings": self.settings(),
                      "scenes": {fmt_yyyymmdd(d): self.scene_fingerprints(orbit, d) for d in dates}}
-            self._summer_digest[key] = _digest(parts)
+            self._summer_digest[key] = digest_json(parts)
         return self._summer_digest[key]
 
     def labels(self, acq: Acquisition) -> pd.DataFrame:
@@ -161,14 +161,12 @@ class StudyInputs:
             "summer": self.summer_digest(acq.season, acq.orbit),
             "t1": self.scene_fingerprints(acq.orbit, acq.date),
             "t0": self.scene_fingerprints(acq.orbit, acq.prev_date),
-            "labels": hashlib.sha256(labels.to_csv(index=False).encode()).hexdigest(),
-            "massifs": hashlib.sha256("|".join(self.deposition["massif"].astype(str)).encode()).hexdigest(),
+            "labels": sha256_text(labels.to_csv(index=False)),
+            "massifs": sha256_text("|".join(self.deposition["massif"].astype(str))),
         }
-        return _digest(parts)
+        return digest_json(parts)
 
 
-def _digest(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 # -- tasks ---------------------------------------------------------------------------------------

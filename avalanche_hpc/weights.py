@@ -18,13 +18,13 @@ Files are read with ``torch.load(..., weights_only=True)`` (no pickle code execu
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from avalanche_hpc.errors import WeightsError
+from avalanche_hpc.digest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,6 @@ class ResolvedWeights:
     def as_record(self) -> dict:
         return {"requested": self.requested, "kind": self.kind, "path": str(self.path) if self.path else None,
                 "sha256": self.sha256, "warning": self.warning}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hub_checkpoint_path() -> Path:

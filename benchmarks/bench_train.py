@@ -41,7 +41,6 @@ def conv_flops(vgg, crop: int) -> float:
     for m in vgg.features:
         if isinstance(m, torch.nn.Conv2d):
             total += 2 * m.in_channels * m.out_channels * 9 * size * size
-            ch = m.out_channels
         elif isinstance(m, torch.nn.MaxPool2d):
             size //= 2
     return total

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from avalanche_hpc import __version__
 from avalanche_hpc.report.analysis import store_digest_info
 from avalanche_hpc.report.collect import Experiment
+from avalanche_hpc.digest import sha256_file
 
 
 def git_describe(path: Path | None = None) -> str | None:
@@ -21,14 +21,6 @@ def git_describe(path: Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
