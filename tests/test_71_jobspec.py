@@ -21,7 +21,7 @@ def test_demo_job_is_the_whole_pipeline_locally():
     assert job.executor == "local" and job.study.preset == "demo"
     assert job.root == (REPO / "studies" / "demo").resolve()  # relative to the job file's folder
     assert job.profile == (REPO / "slurm" / "profiles" / "local.toml").resolve()
-    assert job.train.seeds == [0] and job.split_names() == ["random"]
+    assert job.train.seeds == [0, 1, 2] and job.split_names() == ["random"]
 
 
 def test_tiny_slurm_job_loads():

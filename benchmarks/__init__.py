@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (ratios against baselines measured in the same run)."""
