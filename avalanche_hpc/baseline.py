@@ -132,7 +132,7 @@ def baseline_run(root: Path, experiment: str, split: str = "random", *, split_se
     params.update(data_sha256=data.digest, split=split, split_seed=split_seed, experiment=experiment)
     prob, pred = apply_baseline(data.patches, params)
     table = predictions_table(data.table, prob, pred)
-    focus = focus_massif_of(study.config.focus_massif, study.config.massifs)
+    focus = focus_massif_of(study.config.focus_massif)
     metrics = metrics_report(table, focus, best_epoch=None)
     write_json(out / "params.json", params)
     write_text(out / "predictions.csv", table.to_csv(index=False))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from avalanche_hpc.atomic import atomic_path
+from avalanche_hpc.digest import sha256_text
 from avalanche_hpc.model import FEATURE_DIM, INPUT_SCALE_DB, Backbone, scale_input
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def data_digest(rows: np.ndarray, patches: np.ndarray) -> str:
 
 def bank_key(data_sha: str, weights_ident: str, n_views: int, crop: int) -> str:
     text = f"v{BANK_VERSION}|{data_sha}|{weights_ident}|K{n_views}|crop{crop}|seed{VIEW_SEED}|scale{INPUT_SCALE_DB}"
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return sha256_text(text)[:20]
 
 
 def bank_path(features_dir: Path, key: str) -> Path:

@@ -209,8 +209,8 @@ def verify_store(root: Path) -> list[Problem]:
     _check_labels(inputs, meta, bad)
     try:
         shards = _current_shards(inputs)
-        digest = _store_digest(read_attrs(store).get("layout"), shards)
-        if read_attrs(store).get("digest") != digest:
+        attrs = read_attrs(store)
+        if attrs.get("digest") != _store_digest(attrs.get("layout"), shards):
             bad("attrs/digest", "the store was merged from other shards than the current ones (out of date)")
     except StageError as e:
         problems.append(Problem(str(store), "shards", str(e), f"run 'avalanche-hpc preprocess {root}' then {fix_merge}"))

@@ -72,6 +72,6 @@ def metrics_report(predictions: pd.DataFrame, focus_massif: str, best_epoch: int
     }
 
 
-def focus_massif_of(config_focus: str | None, massifs: Sequence[str]) -> str:
+def focus_massif_of(config_focus: str | None) -> str:
     """study.toml ``focus_massif``; else Haute-Maurienne; the name is kept even when absent."""
     return config_focus or DEFAULT_FOCUS_MASSIF

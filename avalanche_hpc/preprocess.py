@@ -105,6 +105,7 @@ class StudyInputs:
     grid: GridSpec
     _summer_digest: dict = field(default_factory=dict)
     _summer: dict = field(default_factory=dict)  # (season, orbit) -> (digest, {"VV", "VH"} windows)
+    _labels: dict = field(default_factory=dict)  # (prev_date, date) -> label map (inventory + deposition only)
     _last_date: tuple | None = None  # ((orbit, date), (vv, vh, mask)): t1 of a task is t0 of the next
 
     @classmethod
@@ -153,7 +154,11 @@ class StudyInputs:
         return self._summer_digest[key]
 
     def labels(self, acq: Acquisition) -> pd.DataFrame:
-        return label_map(self.inventory, self.deposition, acq.prev_date, acq.date)
+        """The label map of (prev_date, date], computed once per process (verify checks and digests both need it)."""
+        key = (acq.prev_date, acq.date)
+        if key not in self._labels:
+            self._labels[key] = label_map(self.inventory, self.deposition, acq.prev_date, acq.date)
+        return self._labels[key]
 
     def task_digest(self, acq: Acquisition, labels: pd.DataFrame) -> str:
         parts = {

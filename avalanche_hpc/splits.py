@@ -76,10 +76,6 @@ def validate_split(split: str, massifs: list[str]) -> str:
     raise ConfigError(f"unknown split {split!r}; valid splits are: {valid}")
 
 
-def split_path(root: Path, experiment: str, split: str) -> Path:
-    return Study.load(root).runs_dir(experiment) / split / "split.csv"
-
-
 def labelled_meta(store_path: Path) -> pd.DataFrame:
     """Store metadata with a ``store_row`` column, labelled rows only."""
     if not Path(store_path).is_file():

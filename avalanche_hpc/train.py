@@ -489,7 +489,7 @@ def _write_results(study: Study, out: Path, head: Head, source: ViewSource, data
     _, _, prob = _evaluate(head, source.centre(all_idx), labels)
     pred = predictions_table(data.table, prob, (prob >= 0.5).astype(int))
     write_text(out / "predictions.csv", pred.to_csv(index=False))
-    focus = focus_massif_of(study.config.focus_massif, study.config.massifs)
+    focus = focus_massif_of(study.config.focus_massif)
     metrics = metrics_report(pred, focus, best_epoch=int(best_epoch))
     write_json(out / "metrics.json", metrics)
     log.info("run %s: best epoch %d, test accuracy %s, F1 %s", out, best_epoch,

@@ -63,6 +63,7 @@ def bench_array(n: int, folder: Path) -> tuple[float, float]:
 def bench_pipeline(tmp: Path, epochs: int) -> tuple[float, float]:
     from avalanche_hpc.hpc.jobspec import load_job
     from avalanche_hpc.hpc.pipeline import run_job
+    from avalanche_hpc.study import Study
 
     base = load_job(REPO / "jobs" / "tiny-slurm.toml")
     times = {}
@@ -76,7 +77,7 @@ def bench_pipeline(tmp: Path, epochs: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         run_job(job, executor=executor, progress=False, wait=True)
         times[executor] = time.perf_counter() - t0
-        if not (root / "reports" / job.experiment / "index.html").is_file():
+        if not (Study.load(root).reports_dir(job.experiment) / "index.html").is_file():
             raise SystemExit(f"{executor}: no report written")
     return times["local"], times["slurm"]
 

@@ -37,7 +37,7 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 
 def conv_flops(vgg, crop: int) -> float:
     """Multiply-adds x2 of the 13 convolutions for one crop x crop image."""
-    total, size, ch = 0.0, crop, 3
+    total, size = 0.0, crop
     for m in vgg.features:
         if isinstance(m, torch.nn.Conv2d):
             total += 2 * m.in_channels * m.out_channels * 9 * size * size

@@ -29,7 +29,9 @@ def run(
     if isinstance(result, dict):
         typer.echo("ran: " + ", ".join(f"{s} {len(k)}" for s, k in result.items()))
         if "report" in spec.stages:
-            typer.echo(f"report: {spec.root / 'reports' / spec.experiment / 'index.html'}")
+            from avalanche_hpc.study import Study
+
+            typer.echo(f"report: {Study.load(spec.root).reports_dir(spec.experiment) / 'index.html'}")
     else:
         typer.echo("submitted: " + (", ".join(f"{s} array {a} ({len(result.submitted[s])} tasks)"
                                               for s, a in result.arrays.items()) or "nothing (all complete or running)"))

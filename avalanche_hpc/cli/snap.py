@@ -57,7 +57,7 @@ def snap_stage(
     """Stage precise orbit files, the EGM96 geoid and the external DEM for offline compute nodes (needs internet)."""
     from avalanche_hpc.errors import InputError
     from avalanche_hpc.snap.products import list_products
-    from avalanche_hpc.snap.staging import stage_auxdata, verify_auxdata
+    from avalanche_hpc.snap.staging import snap_work_dir, stage_auxdata, verify_auxdata
     from avalanche_hpc.study import Study
 
     st, prods = Study.load(study), list_products(_products(products))
@@ -65,7 +65,7 @@ def snap_stage(
                 else stage_auxdata(st, prods, base_url=orbits_url, dem_source=dem_source, force_dem=force))
     if problems:
         raise InputError(problems)
-    typer.echo(f"staged: orbit files for {len(prods)} product(s), DEM and geoid under {st.work_dir / 'snap'}")
+    typer.echo(f"staged: orbit files for {len(prods)} product(s), DEM and geoid under {snap_work_dir(st)}")
 
 
 def register(app: typer.Typer) -> None:

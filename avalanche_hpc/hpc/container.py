@@ -58,7 +58,8 @@ REQUEUE_BINDS = (
 )
 
 
-def _field(profile: Any, name: str, default: Any = None) -> Any:
+def profile_field(profile: Any, name: str, default: Any = None) -> Any:
+    """A key of a profile given as a mapping or as a ``Profile`` (``default`` when it lacks it or is None)."""
     if isinstance(profile, Mapping):
         return profile.get(name, default)
     return getattr(profile, name, default)
@@ -84,24 +85,24 @@ def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv
     profile = load_profile(profile)
     if profile is None:
         return None
-    image = _field(profile, "image")
+    image = profile_field(profile, "image")
     if not image:
         return None
     image = str(image)
     if check_image and not Path(image).is_file():
         raise MissingInputError(f"container image {image} (profile key 'image') does not exist -> build it with "
                                 "'make container' (docs/containers.md) or fix the path in the profile")
-    binds = _field(profile, "binds", []) or []
+    binds = profile_field(profile, "binds", []) or []
     if isinstance(binds, str):
         raise ConfigError(f"profile key 'binds' must be a list of paths, got the string {binds!r} -> "
                           'write binds = ["/scratch", "/data"]')
-    scratch = _field(profile, "scratch")
+    scratch = profile_field(profile, "scratch")
     all_binds: list[str] = []
     for b in [*binds, *([str(scratch)] if scratch else []), *(str(x) for x in extra_binds)]:
         if b and b not in all_binds:
             all_binds.append(str(b))
-    use_nv = _field(profile, "nv", True) if nv is None else nv
-    cmd = [str(_field(profile, "apptainer", APPTAINER) or APPTAINER), "exec"]
+    use_nv = profile_field(profile, "nv", True) if nv is None else nv
+    cmd = [str(profile_field(profile, "apptainer", APPTAINER) or APPTAINER), "exec"]
     if use_nv:
         cmd.append("--nv")
     if all_binds:

@@ -30,6 +30,7 @@ from typing import Any
 
 from avalanche_hpc.atomic import write_json
 from avalanche_hpc.errors import ConfigError, StageError
+from avalanche_hpc.hpc.container import python_setting
 from avalanche_hpc.hpc.jobspec import JobSpec
 from avalanche_hpc.hpc.pipeline import DEPENDS, HOST_STAGES, Task, is_complete, list_stage_tasks, run_task, slurm_task
 from avalanche_hpc.hpc.profiles import Profile, load_profile
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
                  "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
-FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-                 "DEADLINE"}
 
 
 # -- where a job's files live -------------------------------------------------------------------
@@ -82,10 +81,6 @@ class JobFiles:
 # -- SLURM parameters of a stage ----------------------------------------------------------------
 def python_for(profile: Profile) -> str:
     """The interpreter jobs run with: the image's python when the profile names one, else this venv's."""
-    try:
-        from avalanche_hpc.hpc.container import python_setting
-    except ImportError:  # container support not installed: the host interpreter
-        return shlex.quote(sys.executable)
     return python_setting(profile) or shlex.quote(sys.executable)
 
 
@@ -116,7 +111,7 @@ def slurm_parameters(job: JobSpec, profile: Profile, stage: str, dependency: str
         params["setup"] = setup
     if dependency:
         params["dependency"] = dependency
-    extra = {k: v for k, v in profile.sbatch.items()}
+    extra = dict(profile.sbatch)
     if stage == "train" or extra:
         # the DDP ranks of a task find each other through SLURM; requeue is how checkpointing resumes
         params["additional_parameters"] = {**({"requeue": True} if stage == "train" else {}), **extra}
@@ -255,16 +250,25 @@ def never_satisfied(job_ids: list[str]) -> list[str]:
     return [j for j in job_ids if held.get(j, ("", ""))[1] == "DependencyNeverSatisfied"]
 
 
-def _active_tasks(record: dict[str, Any], stage: str) -> dict[str, str]:
+def _recorded_ids(record: dict[str, Any], stage: str) -> dict[str, str]:
+    """Task key -> job id of this stage's recorded tasks."""
+    return {k: v["job_id"] for k, v in record.get("stages", {}).get(stage, {}).get("tasks", {}).items()}
+
+
+def _active_tasks(record: dict[str, Any], stage: str, states: dict[str, dict[str, str]] | None = None,
+                  held: dict[str, tuple[str, str]] | None = None) -> dict[str, str]:
     """Task key -> job id of this stage's recorded tasks that SLURM still runs or holds.
 
+    ``states``/``held``: ``sacct_states``/``squeue_states`` already queried for the whole job (one
+    call each per submission, not per stage); queried for this stage's ids when not given.
     Jobs left pending for ever behind a failed upstream task (clusters without
     ``DependencyParameters=kill_invalid_depend``) are cancelled here and count as not active.
     """
-    tasks = record.get("stages", {}).get(stage, {}).get("tasks", {})
-    ids = {k: v["job_id"] for k, v in tasks.items()}
-    states = sacct_states(list(ids.values()))
-    held = squeue_states(list(ids.values()))  # also knows jobs sacct has not recorded yet
+    ids = _recorded_ids(record, stage)
+    if states is None:
+        states = sacct_states(list(ids.values()))
+    if held is None:
+        held = squeue_states(list(ids.values()))  # also knows jobs sacct has not recorded yet
     active = {k: j for k, j in ids.items() if states.get(j, {}).get("state") in ACTIVE_STATES or j in held}
     stuck = sorted(j for j in active.values() if held.get(j, ("", ""))[1] == "DependencyNeverSatisfied")
     if stuck:
@@ -292,6 +296,9 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
     record = files.read()
     sub = Submission(job, files)
     waiting_on: dict[str, list[str]] = {}  # stage -> array ids downstream stages must wait for
+    # SLURM's view of every task recorded before this submission: one sacct and one squeue call per job
+    recorded = [j for stage in job.stages if stage not in HOST_STAGES for j in _recorded_ids(record, stage).values()]
+    states, held = sacct_states(recorded), squeue_states(recorded)
     for stage in job.stages:
         if stage in HOST_STAGES:
             continue
@@ -299,7 +306,7 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
         if tasks is None:
             raise StageError(f"cannot list the {stage} tasks: {job.root / 'study.toml'} is missing -> add 'synth' "
                              "to the job's stages or point study.path at an existing study")
-        active = _active_tasks(record, stage)
+        active = _active_tasks(record, stage, states, held)
         upstream = sorted({a for d in DEPENDS[stage] for a in waiting_on.get(d, [])})
         if upstream:  # upstream outputs will change: every task again (stage functions skip what is current)
             todo = [t for t in tasks if t.key not in active]
@@ -343,4 +350,4 @@ def _stage_callable(stage: str):
 
 
 __all__ = ["JobFiles", "Submission", "submit_job", "render_sbatch", "slurm_parameters", "sacct_states",
-           "Task", "ACTIVE_STATES", "FAILED_STATES"]
+           "Task", "ACTIVE_STATES"]

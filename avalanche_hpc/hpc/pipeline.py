@@ -94,12 +94,12 @@ def is_complete(job: JobSpec, task: Task) -> bool:
         return (root / "study.toml").is_file()
     if task.stage == "check":
         return False  # cheap, always re-run before anything else
-    study = Study.load(root)
-    if task.stage == "preprocess":
+    if task.stage == "preprocess":  # per acquisition: task_is_complete reuses the study it loaded
         from avalanche_hpc.preprocess import task_is_complete
 
         season, orbit, date = task.args
         return task_is_complete(root, season, orbit, parse_yyyymmdd(date))
+    study = Study.load(root)
     if task.stage == "merge":
         store = study.store_path
         shards = list((study.work_dir / "shards").rglob("*.h5"))

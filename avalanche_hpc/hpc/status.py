@@ -38,6 +38,7 @@ def job_status(job: JobSpec, profile: Profile | None = None) -> list[TaskStatus]
     record = files.read().get("stages", {})
     ids = [t["job_id"] for st in record.values() for t in st.get("tasks", {}).values()]
     states = sacct_states(ids)
+    has_study = (job.root / "study.toml").is_file()
     rows: list[TaskStatus] = []
     for stage in job.stages:
         tasks = list_stage_tasks(job, stage)
@@ -53,7 +54,7 @@ def job_status(job: JobSpec, profile: Profile | None = None) -> list[TaskStatus]
             if stage == "check":  # runs on the submitting host before anything is submitted
                 done = bool(record)
             else:
-                done = (job.root / "study.toml").is_file() and is_complete(job, task)
+                done = has_study and is_complete(job, task)
             if done:
                 state = DONE
             elif not rec:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
 from avalanche_hpc.metrics import compute_metrics, focus_massif_of
+from avalanche_hpc.splits import HOLDOUT_PREFIX, read_split, slugify
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ METRIC_LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Re
 PREDICTION_COLUMNS = ("store_row", "massif", "set", "label", "prob", "pred")
 TEST_SET = "test"
 RANDOM_SPLIT = "random"
-HOLDOUT_PREFIX = "holdout-"
 AGREE_TOL = 1e-6  # |metrics.json - recomputed| above this is reported as a disagreement
 
 
@@ -111,8 +111,6 @@ class SplitRuns:
             names = sorted(run.test["massif"].astype(str).unique())
             if len(names) == 1:
                 return names[0]
-        from avalanche_hpc.splits import slugify
-
         slug = self.name[len(HOLDOUT_PREFIX):]
         return next((m for m in massifs if slugify(m) == slug), slug)
 
@@ -232,8 +230,7 @@ def load_experiment(root: Path, experiment: str) -> Experiment:
         baseline = _read_run("baseline", None, split_dir / "baseline", notes) if (split_dir / "baseline").is_dir() else None
         split_table = None
         if (split_dir / "split.csv").is_file():
-            split_table = pd.read_csv(split_dir / "split.csv", dtype={"path_id": str, "massif": str, "set": str,
-                                                                        "season": str, "orbit": str, "date": str})
+            split_table = read_split(split_dir / "split.csv")
         if cnn or baseline:
             splits.append(SplitRuns(split_dir.name, split_dir, split_table, cnn, baseline))
     if not splits:
@@ -242,7 +239,7 @@ def load_experiment(root: Path, experiment: str) -> Experiment:
     settings = _read_json(exp_dir / "experiment.json") or {}
     saved_focus = next((r.saved_metrics.get("focus_massif") for s in splits for r in s.runs
                         if r.saved_metrics and r.saved_metrics.get("focus_massif")), None)
-    focus = study.config.focus_massif or saved_focus or focus_massif_of(None, study.config.massifs)
+    focus = study.config.focus_massif or saved_focus or focus_massif_of(None)
     exp = Experiment(experiment, study, exp_dir, settings, splits, focus, notes)
     check_saved_metrics(exp)
     for n in notes:

@@ -67,10 +67,6 @@ class GptMemory:
     heap_mb: int
     cache_mb: int
 
-    @property
-    def headroom_mb(self) -> int:
-        return self.task_mb - self.heap_mb
-
 
 def gpt_memory(mem_gb: float) -> GptMemory:
     """Heap = task memory minus headroom (max(1 GiB, 20 %)), tile cache = 60 % of the heap.

@@ -33,7 +33,7 @@ from typing import Any
 
 from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import InputError, MissingInputError, Problem, StageError
-from avalanche_hpc.hpc.container import container_prefix, load_profile
+from avalanche_hpc.hpc.container import container_prefix, load_profile, profile_field
 from avalanche_hpc.snap import gpt as gptmod
 from avalanche_hpc.snap.products import S1Product, list_products, parse_product_name
 from avalanche_hpc.snap.staging import (
@@ -136,10 +136,9 @@ def task_command(study: Study, task: SnapTask, *, cpus: int | None = None, mem_g
     cpus, mem_gb = gptmod.task_resources(cpus, mem_gb)
     graph = Path(graph) if graph is not None else gptmod.default_graph()
     transform, _, _ = _grid(study)
-    profile = load_profile(profile) if profile is not None else None
-    prof_scratch = (profile.get("scratch") if isinstance(profile, dict) else getattr(profile, "scratch", None)) \
-        if profile is not None else None
-    scratch = Path(scratch or prof_scratch or os.environ.get("TMPDIR") or tempfile.gettempdir()).absolute()
+    profile = load_profile(profile)
+    scratch = Path(scratch or profile_field(profile, "scratch") or os.environ.get("TMPDIR")
+                   or tempfile.gettempdir()).absolute()
     job = os.environ.get("SLURM_JOB_ID", "local")
     array = os.environ.get("SLURM_ARRAY_TASK_ID", str(os.getpid()))
     userdir = scratch / f"snap-userdir-{job}-{array}-{task.product.unique_id}"
@@ -288,6 +287,7 @@ def snap_products(root: Path, products: str | Path | Sequence[str | Path], dry_r
     """
     study = Study.load(root)
     tasks = list_snap_tasks(root, products)
+    profile = load_profile(profile)  # a TOML path is read once, not once per task
     if dry_run:
         return [task_command(study, t, cpus=cpus, mem_gb=mem_gb, graph=graph, profile=profile, scratch=scratch)[0]
                 for t in tasks]
