@@ -7,17 +7,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STUDY ?= studies/demo
 
-.PHONY: venv demo test test-fast bench container clean-demo help
+.PHONY: venv demo test test-fast lint bench container clean-demo help
 
 help:
 	@echo "make demo   run the pipeline on the synthetic demo study ($(DEMO_STUDY))"
 	@echo "make test   run the test suite"
+	@echo "make lint   ruff (lint + import order) and mypy over the package"
 	@echo "make bench  run the benchmarks (prints figures)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,6 +31,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check avalanche_hpc tests benchmarks
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import rasterio
 
-from avalanche_hpc.checks import check_study_report, probe_raster
+from avalanche_hpc.inputs.checks import check_study_report, probe_raster
 
 
 def _full_read(root: Path) -> tuple[int, int]:

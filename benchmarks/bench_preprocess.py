@@ -34,8 +34,8 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from avalanche_hpc.preprocess import StudyInputs, list_tasks, prepare_references, preprocess_all, preprocess_task
-from avalanche_hpc.raster import read_windows
+from avalanche_hpc.preprocess.raster import read_windows
+from avalanche_hpc.preprocess.tasks import StudyInputs, list_tasks, prepare_references, preprocess_all, preprocess_task
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
 
 
@@ -143,8 +143,8 @@ def preprocess_figures(root: Path, repeat: int | None = None) -> dict:
 def merge_figures(work: Path, n_shards: int, per_shard: int, patch: int = 64, n_reads: int = 3000) -> dict:
     """Both layouts over the same ``n_shards`` shards (written with ``store.write_patches``),
     built by the functions ``merge_store`` uses; random single-patch reads, best of 3."""
-    from avalanche_hpc.merge import _merge_consolidated, _merge_virtual
-    from avalanche_hpc.store import META_COLUMNS, write_patches
+    from avalanche_hpc.store.layout import META_COLUMNS, write_patches
+    from avalanche_hpc.store.merge import _merge_consolidated, _merge_virtual
 
     rng = np.random.default_rng(0)
     shard_dir = work / "layout" / "shards"

@@ -17,6 +17,7 @@ in a fresh child process (so peak memory is that generation's alone), in a tempo
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import resource
 import shutil
@@ -62,7 +63,7 @@ def measure(preset: str, root: Path) -> dict:
     res = q.get()
     proc.join()
     st = res["stamps"]
-    per = [b - a for a, b in zip(st, st[1:])]
+    per = [b - a for a, b in itertools.pairwise(st)]
     # the first interval includes the orbit geometry; the first stamp includes the static world
     res["static_s"] = st[0] - (per[0] if per else 0.0)
     res["s_per_date"] = sum(per) / len(per) if per else float("nan")

@@ -32,9 +32,9 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from avalanche_hpc.deposition import compute_deposition, load_deposition
-from avalanche_hpc.labels import label_map
-from avalanche_hpc.raster import raster_units, to_linear
+from avalanche_hpc.preprocess.deposition import compute_deposition, load_deposition
+from avalanche_hpc.preprocess.labels import label_map
+from avalanche_hpc.preprocess.raster import raster_units, to_linear
 from avalanche_hpc.study import LAYOVER_SHADOW, Study
 
 CROP = 50
@@ -97,7 +97,7 @@ def _features(x: np.ndarray) -> list[float]:
         s = ndimage.gaussian_filter(x[k], 1.5)
         out += [s[c, c].max(), s[c, c].min(), s[c, c].mean(), s.mean(), np.percentile(s, 95)]
     d = ndimage.gaussian_filter(x[0] - x[1], 1.5)[c, c]
-    return out + [d.max(), np.percentile(d, 99)]
+    return [*out, d.max(), np.percentile(d, 99)]
 
 
 def _baseline_fit(changes: dict[str, np.ndarray], y: np.ndarray):

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avalanche_hpc.features import DEFAULT_VIEWS, centre_views, crop_batch
-from avalanche_hpc.model import Backbone, Head, build_vgg16, init_head
-from avalanche_hpc.train import save_torch
-from avalanche_hpc.weights import resolve_weights
+from avalanche_hpc.learn.features import DEFAULT_VIEWS, centre_views, crop_batch
+from avalanche_hpc.learn.model import Backbone, Head, build_vgg16, init_head
+from avalanche_hpc.learn.train import save_torch
+from avalanche_hpc.learn.weights import resolve_weights
 
 
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:

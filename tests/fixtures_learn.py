@@ -9,13 +9,14 @@ Nothing else of the study (rasters, inventory) is needed by splits, training or 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from avalanche_hpc.store import META_COLUMNS, write_patches
+from avalanche_hpc.store.layout import META_COLUMNS, write_patches
 from avalanche_hpc.study import OrbitConfig, SeasonConfig, Study, StudyConfig
 
 MASSIFS = ["Haute-Maurienne", "Vanoise", "Belledonne"]
@@ -38,7 +39,7 @@ def make_learning_study(root: Path, paths_per_massif: int = 8, n_dates: int = 6,
     rows = []
     for m in MASSIFS:
         for k in range(paths_per_massif):
-            for d0, d1 in zip(dates[:-1], dates[1:]):
+            for d0, d1 in itertools.pairwise(dates):
                 u = rng.random()
                 label = -1 if u < p_unknown else (1 if u < p_unknown + p_positive else 0)
                 rows.append({"path_id": f"{m[:3].upper()}{k:03d}", "massif": m, "season": "2017-2018",

@@ -1,7 +1,7 @@
 """Fixtures of the report tests: a tiny study with a real patch store and hand-made runs.
 
 The runs follow docs/architecture.md "Runs layout". Splits come from the real
-``avalanche_hpc.splits.make_split`` over a real HDF5 store; predictions are drawn from a
+``avalanche_hpc.learn.splits.make_split`` over a real HDF5 store; predictions are drawn from a
 seeded RNG (the CNN is better than the baseline and misses east-facing deposits more, as in
 the paper), and ``metrics.json`` is written from them, except one deliberately wrong value
 that the report must flag.
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avalanche_hpc.metrics import metrics_report
-from avalanche_hpc.splits import make_split, read_split
-from avalanche_hpc.store import read_meta, write_patches
+from avalanche_hpc.learn.metrics import metrics_report
+from avalanche_hpc.learn.splits import make_split, read_split
+from avalanche_hpc.store.layout import read_meta, write_patches
 from avalanche_hpc.study import OrbitConfig, SeasonConfig, Study, StudyConfig
 
 MASSIFS = ["Haute-Maurienne", "Vanoise", "Belledonne"]

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,15 +18,14 @@ import pandas as pd
 import pytest
 import rasterio
 import tomli_w
-import tomllib
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 from shapely.geometry import LineString
 from typer.testing import CliRunner
 
-from avalanche_hpc.checks import check_study, check_study_report, probe_raster, require_valid_study
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import InputError
+from avalanche_hpc.inputs.checks import check_study, check_study_report, probe_raster, require_valid_study
 from avalanche_hpc.study import Study
 
 runner = CliRunner()
@@ -135,7 +135,7 @@ def test_truncated_data_blocks_caught_by_probe(tiny_study_copy: Path, tmp_path: 
         last = int(s.get_tag_item(f"BLOCK_OFFSET_0_{(s.height - 1) // bh}", "TIFF", bidx=1))
     assert last > size // 2  # data at the end of the file
     os.truncate(copy, last + 1)
-    grid, info, errors = probe_raster(copy)
+    grid, _info, errors = probe_raster(copy)
     assert grid is not None and errors and "truncated" in errors[0]
 
 
@@ -296,8 +296,8 @@ def test_every_problem_is_collected(tiny_study_copy: Path):
     study.scene_path(a.orbit, a.date, "VH").unlink()
     vv = study.scene_path(a.orbit, a.date, "VV")
     vv.write_bytes(vv.read_bytes()[:200])
-    rewrite_corridors(tiny_study_copy, lambda g: g.assign(massif=["Atlantis"] + list(g["massif"][1:])))
-    rewrite_inventory(tiny_study_copy, lambda df: df.assign(date_min=["soon"] + list(df["date_min"][1:])))
+    rewrite_corridors(tiny_study_copy, lambda g: g.assign(massif=["Atlantis", *list(g["massif"][1:])]))
+    rewrite_inventory(tiny_study_copy, lambda df: df.assign(date_min=["soon", *list(df["date_min"][1:])]))
     problems = check_study(tiny_study_copy)
     files = {Path(p.file).name for p in problems}
     assert {"VH.tif", "VV.tif", "corridors.gpkg", "inventory.csv"} <= files

@@ -12,9 +12,9 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from avalanche_hpc.deposition import slope_aspect
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.raster import read_power_windows
+from avalanche_hpc.preprocess.deposition import slope_aspect
+from avalanche_hpc.preprocess.raster import read_power_windows
 from avalanche_hpc.study import LAYOVER_SHADOW, Study
 from avalanche_hpc.synth import PRESETS, generate_study
 from avalanche_hpc.synth import debris as debris_mod
@@ -58,7 +58,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tiny_study: Path
 # -- the contract ---------------------------------------------------------------------------------
 
 def test_contract_round_trip(tiny_study: Path) -> None:
-    from avalanche_hpc.checks import check_study
+    from avalanche_hpc.inputs.checks import check_study
 
     assert check_study(tiny_study) == []
     study = Study.load(tiny_study)
@@ -134,7 +134,7 @@ def test_inventory_windows_are_imprecise_and_incomplete() -> None:
                            "date": [dt.date(2018, 2, 1)] * n, "deposit_area_m2": 5000.0, "cause": "dry"})
     world.corridors[0].monitored = True
     inv, out = make_inventory(events, world.corridors[:1], recorded_fraction=0.8, seed=3)
-    width = np.array([(b - a).days for a, b in zip(out["date_min"], out["date_max"])])
+    width = np.array([(b - a).days for a, b in zip(out["date_min"], out["date_max"], strict=False)])
     assert 0.05 < (width > 6).mean() < 0.3          # some windows wider than a revisit
     assert (width <= 1).mean() > 0.4
     assert 0.7 < len(inv) / n < 0.9                 # label noise: unrecorded events
@@ -161,7 +161,7 @@ def test_debris_raises_backscatter_by_configured_db(tiny_study: Path) -> None:
         oc = world.orbit_config(oi)
         geom = orbit_geometry(world.terrain, oc.look_azimuth_deg, oc.incidence_deg, phys, 0)
         dates = winter_dates(TINY, oi)
-        for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints)):
+        for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints, strict=False)):
             after = [d for d in dates if d >= ev.date]
             before = [d for d in dates if d < ev.date]
             if not after or not before:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import InputError
-from avalanche_hpc.ingest import ingest_scenes, parse_scene_name, plan_ingest
+from avalanche_hpc.inputs.ingest import ingest_scenes, parse_scene_name, plan_ingest
 from avalanche_hpc.study import Study, StudyConfig
 from tests.conftest import SHARED_REAL
 

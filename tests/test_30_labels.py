@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avalanche_hpc.labels import label_map
+from avalanche_hpc.preprocess.labels import label_map
 from avalanche_hpc.study import LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_UNKNOWN
 
 T0, T1 = dt.date(2018, 1, 7), dt.date(2018, 1, 13)

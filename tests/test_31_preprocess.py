@@ -25,16 +25,16 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from avalanche_hpc.deposition import compute_deposition, load_deposition, slope_aspect
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError
-from avalanche_hpc.preprocess import (
+from avalanche_hpc.preprocess.deposition import compute_deposition, load_deposition, slope_aspect
+from avalanche_hpc.preprocess.tasks import (
     compute_channels,
     list_tasks,
     preprocess_all,
     preprocess_task,
     task_is_complete,
 )
-from avalanche_hpc.store import PAUSE_ENV, read_attrs, read_meta, read_patches
+from avalanche_hpc.store.layout import PAUSE_ENV, read_attrs, read_meta, read_patches
 from avalanche_hpc.study import OrbitConfig, SeasonConfig, Study, StudyConfig
 
 D = dt.date
@@ -308,7 +308,7 @@ def test_scene_off_the_dem_grid_is_refused(tmp_path):
 
 _KILL_SCRIPT = """
 import datetime as dt, sys
-from avalanche_hpc.preprocess import preprocess_task
+from avalanche_hpc.preprocess.tasks import preprocess_task
 preprocess_task(sys.argv[1], sys.argv[2], sys.argv[3], dt.date.fromisoformat(sys.argv[4]))
 """
 
@@ -337,7 +337,7 @@ def kill_mid_write(root: Path, date: dt.date) -> None:
 
 def test_two_tasks_for_the_same_shard(tmp_path):
     root = build_hand_study(tmp_path / "s")
-    from avalanche_hpc.preprocess import prepare_references
+    from avalanche_hpc.preprocess.tasks import prepare_references
 
     prepare_references(root)
     procs = [run_task_subprocess(root, WINTER[1]) for _ in range(2)]
@@ -370,7 +370,7 @@ def test_corrupt_outputs_are_redone_and_missing_summer_named(tmp_path):
 
 
 def test_grouped_window_reads_equal_single_reads(tmp_path):
-    from avalanche_hpc.raster import read_windows
+    from avalanche_hpc.preprocess.raster import read_windows
 
     rng = np.random.default_rng(0)
     arr = rng.random((SIZE, SIZE)).astype(np.float32)
@@ -380,7 +380,7 @@ def test_grouped_window_reads_equal_single_reads(tmp_path):
     c0 = np.concatenate([rng.integers(-20, SIZE + 5, 60), [0, 1, 2, 3]])
     padded = np.full((SIZE + 80, SIZE + 80), np.nan, np.float32)
     padded[40:40 + SIZE, 40:40 + SIZE] = arr
-    want = np.stack([padded[r + 40:r + 40 + PATCH, c + 40:c + 40 + PATCH] for r, c in zip(r0, c0)])
+    want = np.stack([padded[r + 40:r + 40 + PATCH, c + 40:c + 40 + PATCH] for r, c in zip(r0, c0, strict=False)])
     with rasterio.open(tmp_path / "a.tif") as src:
         for grouped, cell in ((False, 512), (True, 16), (True, 512)):
             got = read_windows(src, r0, c0, PATCH, grouped=grouped, cell=cell)

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import StageError
-from avalanche_hpc.merge import merge_store, store_info, verify_store
-from avalanche_hpc.preprocess import incomplete_tasks, preprocess_all, preprocess_task, task_is_complete
-from avalanche_hpc.store import read_attrs, read_meta, read_patches
+from avalanche_hpc.preprocess.tasks import incomplete_tasks, preprocess_all, preprocess_task, task_is_complete
+from avalanche_hpc.store.layout import read_attrs, read_meta, read_patches
+from avalanche_hpc.store.merge import merge_store, store_info, verify_store
 from tests.test_31_preprocess import ORBIT, SEASON, WINTER, build_hand_study, kill_mid_write
 
 runner = CliRunner()
@@ -135,7 +135,7 @@ def test_cli_single_task_info_and_bad_date(tmp_path):
 
 def test_tiny_synthetic_study_end_to_end(tiny_study_copy, caplog):
     root = tiny_study_copy
-    from avalanche_hpc.preprocess import list_tasks
+    from avalanche_hpc.preprocess.tasks import list_tasks
     from avalanche_hpc.study import Study
 
     study = Study.load(root)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from avalanche_hpc.dataset import BalancedSampler, PatchDataset
-from avalanche_hpc.merge import merge_store
-from avalanche_hpc.preprocess import preprocess_all
-from avalanche_hpc.store import read_patches
+from avalanche_hpc.preprocess.tasks import preprocess_all
+from avalanche_hpc.store.dataset import BalancedSampler, PatchDataset
+from avalanche_hpc.store.layout import read_patches
+from avalanche_hpc.store.merge import merge_store
 from tests.test_31_preprocess import PATCH, build_hand_study
 
 

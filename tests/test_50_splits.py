@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.splits import holdout_split_name, make_split, read_split, slugify
-from avalanche_hpc.store import read_meta
+from avalanche_hpc.learn.splits import holdout_split_name, make_split, read_split, slugify
+from avalanche_hpc.store.layout import read_meta
 
 
 def _sets_per_corridor(df: pd.DataFrame) -> pd.Series:

@@ -10,8 +10,8 @@ import torch.hub
 import torchvision
 
 from avalanche_hpc.errors import WeightsError
-from avalanche_hpc.model import build_vgg16
-from avalanche_hpc.weights import IMAGENET_FILE, resolve_weights
+from avalanche_hpc.learn.model import build_vgg16
+from avalanche_hpc.learn.weights import IMAGENET_FILE, resolve_weights
 
 
 @pytest.fixture()

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from avalanche_hpc.baseline import apply_baseline, baseline_run, tune_baseline, tune_count_threshold
 from avalanche_hpc.cli.main import app
-from avalanche_hpc.splits import read_split
+from avalanche_hpc.learn.baseline import apply_baseline, baseline_run, tune_baseline, tune_count_threshold
+from avalanche_hpc.learn.splits import read_split
 
 
 def _hand_patches(counts: list[int], change_db: float, channel: int) -> np.ndarray:

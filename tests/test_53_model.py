@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.model import FOLD_FACTOR, Backbone, Head, build_vgg16, check_crop, fold_classifier, init_head
-from avalanche_hpc.weights import resolve_weights
+from avalanche_hpc.learn.model import FOLD_FACTOR, Backbone, Head, build_vgg16, check_crop, fold_classifier, init_head
+from avalanche_hpc.learn.weights import resolve_weights
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch.hub
 from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
-from avalanche_hpc.train import train_run
+from avalanche_hpc.learn.train import train_run
 from tests.fixtures_learn import make_learning_study
 
 FAST = {"max_epochs": 3, "n_views": 2, "patience": 10, "progress": False, "batch_size": 16}
@@ -89,7 +89,7 @@ def test_per_epoch_augmentation_and_holdout(study):
 def _ddp_worker(rank: int, world: int, root, init_file: str) -> None:
     import torch.distributed as dist
 
-    from avalanche_hpc.train import DistContext
+    from avalanche_hpc.learn.train import DistContext
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

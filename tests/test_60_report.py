@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import MissingInputError
 from avalanche_hpc.report import build_report, compare_experiments
-from avalanche_hpc.store import read_meta
+from avalanche_hpc.store.layout import read_meta
 from avalanche_hpc.study import Study
 from tests.fixtures_report import FOCUS, WRONG_METRIC, write_fake_experiment
 
@@ -135,7 +135,7 @@ def test_table1_in_html_and_markdown_equals_recomputed(report_study: Path, repor
     assert set(body) == {"Accuracy", "Precision", "Recall", "F1-score", "ROC AUC", "Test samples"}
     for metric, cells in body.items():
         for cell, (exp_, model) in zip(cells, [(focus, "cnn"), (focus, "baseline"), (every, "cnn"),
-                                               (every, "baseline")]):
+                                               (every, "baseline")], strict=False):
             assert_cell(cell, exp_[model][metric], f"{metric} {model}")
     assert "±" in body["Accuracy"][2] and "±" not in body["Accuracy"][3]  # seeds vs one baseline run
     assert body["Test samples"][2] == str(int(every["cnn"]["Test samples"][0]))
@@ -146,12 +146,12 @@ def test_per_massif_holdout_and_orbit_tables_equal_recomputed(report_study: Path
     head = tables["per_massif"][0]
     for row in tables["per_massif"][1:]:
         want = expected(report_study, "exp_a", "random", lambda t, m=row[0]: t[t["massif"] == m])
-        cells = dict(zip(head, row))
+        cells = dict(zip(head, row, strict=False))
         assert_cell(cells["Test samples"], want["cnn"]["Test samples"], f"{row[0]} n")
         assert_cell(cells["Accuracy CNN"], want["cnn"]["Accuracy"], f"{row[0]} accuracy CNN")
         assert_cell(cells["F1 baseline"], want["baseline"]["F1-score"], f"{row[0]} F1 baseline")
     (ho,) = tables["holdouts"][1:]
-    cells = dict(zip(tables["holdouts"][0], ho))
+    cells = dict(zip(tables["holdouts"][0], ho, strict=False))
     assert cells["Held-out massif"] == "Vanoise" and cells["Split"] == "holdout-vanoise"
     want = expected(report_study, "exp_a", "holdout-vanoise", lambda t: t)
     assert_cell(cells["Recall CNN"], want["cnn"]["Recall"], "hold-out recall")
@@ -187,7 +187,7 @@ def test_dataset_summary_counts_the_store(report_study: Path, report: Path) -> N
     tables = parse_html(report).tables
     head = tables["ds_massif"][0]
     for row in tables["ds_massif"][1:]:
-        cells = dict(zip(head, row))
+        cells = dict(zip(head, row, strict=False))
         m = meta[meta["massif"] == row[0]]
         assert int(cells["positive"]) == int((m["label"] == 1).sum())
         assert int(cells["unknown"]) == int((m["label"] == -1).sum())
@@ -275,7 +275,7 @@ def test_compare_cli_and_deltas(report_study: Path) -> None:
     index = compare_experiments(report_study, "exp_a", "exp_b")
     assert res.output.strip().splitlines()[-1].strip() == str(index)
     rows = parse_html(index).tables["compare_all"]
-    acc = dict(zip(rows[0], next(r for r in rows if r[0] == "Accuracy")))
+    acc = dict(zip(rows[0], next(r for r in rows if r[0] == "Accuracy"), strict=False))
     a = expected(report_study, "exp_a", "random", lambda t: t)["cnn"]["Accuracy"]
     b = expected(report_study, "exp_b", "random", lambda t: t)["cnn"]["Accuracy"]
     assert_cell(acc["CNN exp_a"], a, "A accuracy")

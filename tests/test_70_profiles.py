@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
-from avalanche_hpc.hpc.launcher import python_for, slurm_parameters
 from avalanche_hpc.hpc.jobspec import load_job
+from avalanche_hpc.hpc.launcher import python_for, slurm_parameters
 from avalanche_hpc.hpc.profiles import STAGES, load_profile, parse_profile
 
 REPO = Path(__file__).resolve().parents[1]

@@ -83,7 +83,7 @@ def test_preprocess_array_failed_task_reported_and_resubmitted_alone(slurm_clust
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """A small learning study and a 1-rank in-process run (the reference metrics)."""
-    from avalanche_hpc.train import train_run
+    from avalanche_hpc.learn.train import train_run
     from tests.fixtures_learn import make_learning_study
 
     root = make_learning_study(tmp_path_factory.mktemp("learn") / "study", paths_per_massif=5, n_dates=4)
@@ -110,7 +110,7 @@ def test_ddp_two_ranks_match_one_rank(slurm_cluster, reference_run):
     _share_bank(root, "ddp")
     sub = submit_job(job, prof)
     sub.wait(timeout_s=240)
-    (key, jid), = sub.submitted["train"]
+    (_key, jid), = sub.submitted["train"]
     err0, err1 = (JobFiles.of(job).root / "train" / jid / f"{jid}_{r}_log.err" for r in (0, 1))
     assert "rank 0/2 (gloo)" in err0.read_text() and "rank 1/2 (gloo)" in err1.read_text()
     run = root / "runs" / "ddp" / "random" / "cnn" / "seed0"

@@ -28,7 +28,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from avalanche_hpc.hpc.container import python_command, python_setting
-from avalanche_hpc.snap import gpt as gptmod
+from avalanche_hpc.inputs.snap import gpt as gptmod
 
 REPO = Path(__file__).resolve().parents[1]
 DEF = REPO / "containers" / "avalanche.def"

@@ -26,9 +26,16 @@ from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError
-from avalanche_hpc.snap import gpt as gptmod
-from avalanche_hpc.snap.products import list_products, parse_product_name, relative_orbit
-from avalanche_hpc.snap.stage import (
+from avalanche_hpc.inputs.products import list_products, parse_product_name, relative_orbit
+from avalanche_hpc.inputs.snap import gpt as gptmod
+from avalanche_hpc.inputs.snap.auxdata import (
+    egm96_path,
+    orbit_dir,
+    stage_auxdata,
+    staged_dem_path,
+    verify_auxdata,
+)
+from avalanche_hpc.inputs.snap.tasks import (
     SOURCES_JSON,
     list_snap_tasks,
     list_tasks,
@@ -36,13 +43,6 @@ from avalanche_hpc.snap.stage import (
     snap_product,
     snap_products,
     task_is_complete,
-)
-from avalanche_hpc.snap.staging import (
-    egm96_path,
-    orbit_dir,
-    stage_auxdata,
-    staged_dem_path,
-    verify_auxdata,
 )
 from avalanche_hpc.study import OrbitConfig, SeasonConfig, Study, StudyConfig
 
@@ -338,7 +338,7 @@ def test_two_slices_of_one_date_are_mosaicked(study, tmp_path, fake_gpt):
                        transform=from_origin(ORIGIN[0] + 20 * 20, ORIGIN[1], 20, 20)) as ds:
         ds.write(np.stack([np.full((30, 20), 0.5, "float32"), np.full((30, 20), 0.125, "float32"),
                            np.zeros((30, 20), "float32")]))
-    from avalanche_hpc.snap.stage import assemble_scene
+    from avalanche_hpc.inputs.snap.tasks import assemble_scene
 
     assemble_scene(st, "D007", dt.date(2017, 1, 10))
     with rasterio.open(st.scene_path("D007", dt.date(2017, 1, 10), "VH")) as vh:
@@ -397,7 +397,7 @@ def test_stage_dem_warps_a_real_raster_into_another_utm_zone(tmp_path):
     """--dem-source in another CRS: the real pyroSAR GeoTIFF (EPSG:32631) warped onto a study grid in EPSG:32632."""
     from rasterio.warp import transform_bounds
 
-    from avalanche_hpc.snap.staging import stage_dem
+    from avalanche_hpc.inputs.snap.auxdata import stage_dem
     from tests.conftest import SHARED_REAL
 
     real = SHARED_REAL / "S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif"

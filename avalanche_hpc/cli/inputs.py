@@ -32,7 +32,7 @@ def _progress(items: list, total: int, description: str) -> Iterable:
 @inputs_app.command("check")
 def check(study: StudyArg) -> None:
     """Check every file of STUDY against the contract; list every problem (file, row/key/date, fix); exit 1 on any."""
-    from avalanche_hpc.checks import check_study_report
+    from avalanche_hpc.inputs.checks import check_study_report
 
     report = check_study_report(study, progress=_progress)
     if report.problems:
@@ -84,7 +84,7 @@ def ingest(
                                                  "(SNAP writes 0).")] = None,
 ) -> None:
     """Copy SNAP/pyroSAR outputs into STUDY/scenes/{orbit}/{YYYYMMDD}/{VV,VH,layover_shadow}.tif, tagged with UNITS."""
-    from avalanche_hpc.ingest import ingest_scenes
+    from avalanche_hpc.inputs.ingest import ingest_scenes
 
     try:
         items = ingest_scenes(study, sources, orbit=orbit, move=move, overwrite=overwrite, dry_run=dry_run,

@@ -16,7 +16,7 @@ SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the exp
 
 def _split_name(study, split: str, holdout: str | None) -> str:
     from avalanche_hpc.errors import ConfigError
-    from avalanche_hpc.splits import holdout_split_name
+    from avalanche_hpc.learn.splits import holdout_split_name
     from avalanche_hpc.study import Study
 
     if holdout is None:
@@ -49,7 +49,7 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train the VGG16 transfer model on one split and seed (resumes from its checkpoint; skips complete runs)."""
-    from avalanche_hpc.train import train_run
+    from avalanche_hpc.learn.train import train_run
 
     name = _split_name(study, split, holdout)
     out = train_run(study, experiment, name, seed, weights, max_epochs, not no_feature_bank,
@@ -67,7 +67,7 @@ def baseline(
     force: ForceOpt = False,
 ) -> None:
     """Tune the change-detection thresholding baseline on the validation set and evaluate it."""
-    from avalanche_hpc.baseline import baseline_run
+    from avalanche_hpc.learn.baseline import baseline_run
 
     out = baseline_run(study, experiment, _split_name(study, split, holdout), split_seed=split_seed, force=force)
     typer.echo(f"{out}")

@@ -32,7 +32,7 @@ def preprocess(
     force: ForceOpt = False,
 ) -> None:
     """Make the HDF5 shards: one task (--season --orbit --date, as an array task runs) or all tasks."""
-    from avalanche_hpc.preprocess import preprocess_all, preprocess_task
+    from avalanche_hpc.preprocess.tasks import preprocess_all, preprocess_task
 
     day = _parse_date(date)
     if day is not None:
@@ -52,7 +52,7 @@ def merge(
     layout: Annotated[str, typer.Option(help="'consolidated' (one self-contained copy) or 'virtual' (HDF5 VDS over the shards).")] = "consolidated",
 ) -> None:
     """Merge every shard into STUDY/work/patches.h5 (skipped when up to date)."""
-    from avalanche_hpc.merge import LAYOUTS, merge_store
+    from avalanche_hpc.store.merge import LAYOUTS, merge_store
 
     if layout not in LAYOUTS:
         raise ConfigError(f"--layout {layout!r}: use one of {list(LAYOUTS)}")
@@ -62,7 +62,7 @@ def merge(
 @store_app.command("verify")
 def verify(study: StudyArg) -> None:
     """Check schema, shapes, NaN policy and labels against fresh label maps; exit 1 on any problem."""
-    from avalanche_hpc.merge import verify_store
+    from avalanche_hpc.store.merge import verify_store
 
     problems = verify_store(study)
     for p in problems:
@@ -76,7 +76,7 @@ def verify(study: StudyArg) -> None:
 @store_app.command("info")
 def info(study: StudyArg) -> None:
     """Print patch counts per massif, orbit, season and label."""
-    from avalanche_hpc.merge import store_info
+    from avalanche_hpc.store.merge import store_info
 
     df = store_info(study)
     table = Table(title=f"patches in {study / 'work' / 'patches.h5'}")

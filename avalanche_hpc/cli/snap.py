@@ -37,7 +37,7 @@ def snap(
     force: ForceOpt = False,
 ) -> None:
     """Terrain-correct Sentinel-1 GRD products with SNAP into STUDY/scenes/{orbit}/{YYYYMMDD}/ (one task per product)."""
-    from avalanche_hpc.snap.stage import snap_products
+    from avalanche_hpc.inputs.snap.tasks import snap_products
 
     out = snap_products(study, _products(products), dry_run=dry_run, cpus=cpus, mem_gb=mem_gb, graph=graph,
                         profile=profile, scratch=scratch, force=force)
@@ -56,8 +56,8 @@ def snap_stage(
 ) -> None:
     """Stage precise orbit files, the EGM96 geoid and the external DEM for offline compute nodes (needs internet)."""
     from avalanche_hpc.errors import InputError
-    from avalanche_hpc.snap.products import list_products
-    from avalanche_hpc.snap.staging import snap_work_dir, stage_auxdata, verify_auxdata
+    from avalanche_hpc.inputs.products import list_products
+    from avalanche_hpc.inputs.snap.auxdata import snap_work_dir, stage_auxdata, verify_auxdata
     from avalanche_hpc.study import Study
 
     st, prods = Study.load(study), list_products(_products(products))

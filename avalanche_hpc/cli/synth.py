@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -10,7 +10,7 @@ import typer
 from avalanche_hpc.cli.options import SeedOpt, StudyArg
 
 
-class PresetName(str, Enum):
+class PresetName(StrEnum):
     tiny = "tiny"
     demo = "demo"
     alps = "alps"

@@ -38,7 +38,7 @@ def init_distributed() -> Any:
     """Join the process group of this SLURM job's ranks; returns a ``train.DistContext`` or None (1 rank)."""
     import torch
 
-    from avalanche_hpc.train import DistContext
+    from avalanche_hpc.learn.train import DistContext
 
     env = submitit.JobEnvironment()
     if env.num_tasks <= 1:
@@ -65,7 +65,7 @@ class TrainTask(submitit.helpers.Checkpointable):
     """One (split, seed) training run as a SLURM (array) task; requeued on USR2 and resumed."""
 
     def __call__(self, job: JobSpec, task: Task, **overrides: Any) -> str:
-        from avalanche_hpc.train import train_run
+        from avalanche_hpc.learn.train import train_run
 
         configure_task_logging()
         split, seed = task.args

@@ -114,7 +114,7 @@ class JobSpec(_Model):
         return self.study.path
 
     def split_names(self) -> list[str]:
-        from avalanche_hpc.splits import holdout_split_name
+        from avalanche_hpc.learn.splits import holdout_split_name
 
         names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
         return list(dict.fromkeys(names))

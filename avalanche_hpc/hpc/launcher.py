@@ -323,13 +323,13 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
         jobs = ex.map_array(fn, [job] * len(todo), todo)
         array_id = jobs[0].job_id.split("_")[0]
         sub.arrays[stage] = array_id
-        sub.submitted[stage] = [(t.key, j.job_id) for t, j in zip(todo, jobs)]
+        sub.submitted[stage] = [(t.key, j.job_id) for t, j in zip(todo, jobs, strict=False)]
         waiting_on[stage] = sorted({*waiting_on[stage], array_id})
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         st = record.setdefault("stages", {}).setdefault(stage, {"tasks": {}})
         st.setdefault("arrays", []).append({"array_job_id": array_id, "n_tasks": len(todo), "submitted": now,
                                             "dependency": dependency})
-        for t, j in zip(todo, jobs):
+        for t, j in zip(todo, jobs, strict=False):
             out, err = files.logs(stage, j.job_id)
             prev = st["tasks"].get(t.key, {})
             st["tasks"][t.key] = {"job_id": j.job_id, "stdout": str(out), "stderr": str(err), "submitted": now,
@@ -349,5 +349,13 @@ def _stage_callable(stage: str):
     return slurm_task
 
 
-__all__ = ["JobFiles", "Submission", "submit_job", "render_sbatch", "slurm_parameters", "sacct_states",
-           "Task", "ACTIVE_STATES"]
+__all__ = [
+    "ACTIVE_STATES",
+    "JobFiles",
+    "Submission",
+    "Task",
+    "render_sbatch",
+    "sacct_states",
+    "slurm_parameters",
+    "submit_job",
+]

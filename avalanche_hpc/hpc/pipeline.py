@@ -69,7 +69,7 @@ def list_stage_tasks(job: JobSpec, stage: str) -> list[Task] | None:
     if stage == "preprocess":
         if not has_study:
             return None
-        from avalanche_hpc.preprocess import list_tasks
+        from avalanche_hpc.preprocess.tasks import list_tasks
 
         return [Task(stage, a.key, (a.season, a.orbit, fmt_yyyymmdd(a.date))) for a in list_tasks(root)]
     if stage == "train":
@@ -95,7 +95,7 @@ def is_complete(job: JobSpec, task: Task) -> bool:
     if task.stage == "check":
         return False  # cheap, always re-run before anything else
     if task.stage == "preprocess":  # per acquisition: task_is_complete reuses the study it loaded
-        from avalanche_hpc.preprocess import task_is_complete
+        from avalanche_hpc.preprocess.tasks import task_is_complete
 
         season, orbit, date = task.args
         return task_is_complete(root, season, orbit, parse_yyyymmdd(date))
@@ -105,7 +105,7 @@ def is_complete(job: JobSpec, task: Task) -> bool:
         shards = list((study.work_dir / "shards").rglob("*.h5"))
         return store.is_file() and all(_mtime(s) <= _mtime(store) for s in shards)
     if task.stage == "train":
-        from avalanche_hpc.train import run_dir
+        from avalanche_hpc.learn.train import run_dir
 
         split, seed = task.args
         return (run_dir(study, job.experiment, split, seed) / "metrics.json").is_file()
@@ -129,27 +129,27 @@ def run_task(job: JobSpec, task: Task, progress: bool = False) -> str:
             return f"study {root} exists"
         return str(generate_study(root, preset=job.study.preset or "demo", seed=job.study.seed))
     if task.stage == "check":
-        from avalanche_hpc.checks import require_valid_study
+        from avalanche_hpc.inputs.checks import require_valid_study
 
         require_valid_study(root)
         return f"study {root} is valid"
     if task.stage == "preprocess":
-        from avalanche_hpc.preprocess import preprocess_task
+        from avalanche_hpc.preprocess.tasks import preprocess_task
 
         season, orbit, date = task.args
         out = preprocess_task(root, season, orbit, parse_yyyymmdd(date), force=job.preprocess.force)
         return str(out)
     if task.stage == "merge":
-        from avalanche_hpc.merge import merge_store
+        from avalanche_hpc.store.merge import merge_store
 
         return str(merge_store(root, force=job.merge.force, layout=job.merge.layout, progress=progress))
     if task.stage == "train":
-        from avalanche_hpc.train import train_run
+        from avalanche_hpc.learn.train import train_run
 
         split, seed = task.args
         return str(train_run(root, job.experiment, split, seed, progress=progress, **job.train.run_kwargs()))
     if task.stage == "baseline":
-        from avalanche_hpc.baseline import baseline_run
+        from avalanche_hpc.learn.baseline import baseline_run
 
         return str(baseline_run(root, job.experiment, task.args[0], split_seed=job.train.split_seed,
                                 crop=job.baseline.crop, force=job.baseline.force))

@@ -180,7 +180,7 @@ def compare_experiments(root: Path, exp_a: str, exp_b: str) -> Path:
         cols = ["Metric", f"CNN {exp_a}", f"CNN {exp_b}", "Δ CNN (B − A)", f"Baseline {exp_a}", f"Baseline {exp_b}",
                 "Δ baseline (B − A)"]
         rows = []
-        for k in METRICS + ("n",):
+        for k in (*METRICS, "n"):
             ca, cb = sa[scope]["cnn"][k], sb[scope]["cnn"][k]
             ba, bb = sa[scope]["baseline"][k], sb[scope]["baseline"][k]
             rows.append([METRIC_LABELS[k], ca, cb, _delta(ca, cb), ba, bb, _delta(ba, bb)])

@@ -162,7 +162,7 @@ LABEL_NAMES = {1: "positive", 0: "negative", -1: "unknown"}
 
 def _label_counts(meta: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     t = meta.assign(label_name=meta["label"].astype(int).map(LABEL_NAMES))
-    counts = t.groupby(by + ["label_name"]).size().unstack("label_name", fill_value=0)
+    counts = t.groupby([*by, "label_name"]).size().unstack("label_name", fill_value=0)
     for name in LABEL_NAMES.values():
         if name not in counts.columns:
             counts[name] = 0
@@ -185,7 +185,7 @@ def inventory_coverage(exp: Experiment, meta: pd.DataFrame) -> tuple[Table | Non
     used: set[str] = set()
     for ids in meta.loc[meta["label"] == 1, "event_id"].astype(str):
         used.update(i for i in ids.split(";") if i)
-    width = np.array([(b - a).days + 1 for a, b in zip(inv["date_min"], inv["date_max"])])  # days, inclusive
+    width = np.array([(b - a).days + 1 for a, b in zip(inv["date_min"], inv["date_max"], strict=False)])  # days, inclusive
     gaps = []
     if {"date", "prev_date"} <= set(meta.columns):
         d = pd.to_datetime(meta["date"], errors="coerce") - pd.to_datetime(meta["prev_date"], errors="coerce")
@@ -212,7 +212,7 @@ def inventory_coverage(exp: Experiment, meta: pd.DataFrame) -> tuple[Table | Non
 
 def summarise_dataset(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
     """Samples per massif, label, date (from the store's metadata), inventory coverage, split sizes."""
-    from avalanche_hpc.store import read_meta
+    from avalanche_hpc.store.layout import read_meta
 
     tables: list[Table] = []
     data: dict[str, Any] = {}
@@ -257,7 +257,7 @@ def summarise_dataset(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
 
 def store_digest_info(store: Path) -> dict[str, Any]:
     """Attributes of the patch store (its inputs/settings digest) and its size; {} when absent."""
-    from avalanche_hpc.store import read_attrs
+    from avalanche_hpc.store.layout import read_attrs
 
     if not store.is_file():
         return {}

@@ -1,7 +1,7 @@
 """Read an experiment's runs (docs/architecture.md, "Runs layout") into tables of metrics.
 
 Metrics are always recomputed from ``predictions.csv`` (test set rows) with
-``avalanche_hpc.metrics.compute_metrics``; the ``metrics.json`` a run wrote is only compared
+``avalanche_hpc.learn.metrics.compute_metrics``; the ``metrics.json`` a run wrote is only compared
 with the recomputation, and any disagreement is recorded in ``Experiment.notes`` (shown in
 the report), never used.
 
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
-from avalanche_hpc.metrics import compute_metrics, focus_massif_of
-from avalanche_hpc.splits import HOLDOUT_PREFIX, read_split, slugify
+from avalanche_hpc.learn.metrics import compute_metrics, focus_massif_of
+from avalanche_hpc.learn.splits import HOLDOUT_PREFIX, read_split, slugify
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def check_saved_metrics(exp: Experiment) -> None:
                 if scope not in saved or not isinstance(saved[scope], dict):
                     continue
                 mine = metrics_of(rows)
-                for key in ("n",) + METRICS:
+                for key in ("n", *METRICS):
                     a, b = saved[scope].get(key), mine.get(key)
                     if a is None and b is None:
                         continue
@@ -282,7 +282,7 @@ def split_stats(split: SplitRuns, select=None) -> dict[str, dict[str, Stat]]:
         for run in runs:
             rows = run.test if select is None else select(run.test)
             per_run.append(metrics_of(rows))
-        out[model] = {k: Stat.of([m[k] for m in per_run], integer=(k == "n")) for k in ("n",) + METRICS}
+        out[model] = {k: Stat.of([m[k] for m in per_run], integer=(k == "n")) for k in ("n", *METRICS)}
     return out
 
 
@@ -298,7 +298,8 @@ class Table:
     style: str = ""  # "kv": key/value rows (left-aligned, wrapped, never scrolled)
 
     def to_json(self) -> dict[str, Any]:
-        cell = (lambda c: c.to_json() if isinstance(c, Stat) else c)
+        def cell(c):
+            return (c.to_json() if isinstance(c, Stat) else c)
         return {"id": self.id, "title": self.title, "columns": self.columns, "rows": [[cell(c) for c in r] for r in self.rows],
                 "note": self.note}
 
@@ -327,7 +328,7 @@ def table_one(exp: Experiment) -> Table:
     cols = ["Metric", f"{exp.focus_massif} CNN", f"{exp.focus_massif} baseline", "All massifs CNN",
             "All massifs baseline"]
     rows = [[METRIC_LABELS[k], focus["cnn"][k], focus["baseline"][k], every["cnn"][k], every["baseline"][k]]
-            for k in METRICS + ("n",)]
+            for k in (*METRICS, "n")]
     n_seeds = len(split.cnn)
     cnn = f"mean ± sample std over {n_seeds} seeds" if n_seeds > 1 else f"{n_seeds} seed (no spread to show)"
     note = (f"Split '{split.name}', test set. CNN: {cnn}; baseline: one deterministic run. "
@@ -337,8 +338,7 @@ def table_one(exp: Experiment) -> Table:
 
 def _metric_row(label: list[Any], stats: dict[str, dict[str, Stat]]) -> list[Any]:
     c, b = stats["cnn"], stats["baseline"]
-    return label + [c["n"], c["accuracy"], b["accuracy"], c["precision"], b["precision"], c["recall"], b["recall"],
-                    c["f1"], b["f1"]]
+    return [*label, c["n"], c["accuracy"], b["accuracy"], c["precision"], b["precision"], c["recall"], b["recall"], c["f1"], b["f1"]]
 
 
 METRIC_PAIR_COLUMNS = ["Test samples", "Accuracy CNN", "Accuracy baseline", "Precision CNN", "Precision baseline",
@@ -349,7 +349,7 @@ def table_per_massif(exp: Experiment) -> Table:
     split = exp.main_split
     massifs = sorted({m for r in split.runs for m in r.test["massif"].astype(str).unique()})
     rows = [_metric_row([m], split_stats(split, lambda t, m=m: t[t["massif"] == m])) for m in massifs]
-    return Table("per_massif", f"Per massif (split '{split.name}', test set)", ["Massif"] + METRIC_PAIR_COLUMNS, rows,
+    return Table("per_massif", f"Per massif (split '{split.name}', test set)", ["Massif", *METRIC_PAIR_COLUMNS], rows,
                  "Massifs with few test samples give unstable figures.")
 
 
@@ -358,7 +358,7 @@ def table_holdouts(exp: Experiment) -> Table | None:
         return None
     rows = [_metric_row([s.held_out(exp.study.config.massifs), s.name], split_stats(s)) for s in exp.holdouts]
     return Table("holdouts", "Per hold-out massif (trained on the others, tested on it)",
-                 ["Held-out massif", "Split"] + METRIC_PAIR_COLUMNS, rows)
+                 ["Held-out massif", "Split", *METRIC_PAIR_COLUMNS], rows)
 
 
 def table_per_orbit(exp: Experiment) -> Table | None:
@@ -369,4 +369,4 @@ def table_per_orbit(exp: Experiment) -> Table | None:
     if len(orbits) < 2:
         return None
     rows = [_metric_row([o], split_stats(split, lambda t, o=o: t[t["orbit"].astype(str) == o])) for o in orbits]
-    return Table("per_orbit", f"Per orbit (split '{split.name}', test set)", ["Orbit"] + METRIC_PAIR_COLUMNS, rows)
+    return Table("per_orbit", f"Per orbit (split '{split.name}', test set)", ["Orbit", *METRIC_PAIR_COLUMNS], rows)

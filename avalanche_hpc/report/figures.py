@@ -13,12 +13,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on clusters; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from avalanche_hpc.atomic import atomic_path  # noqa: E402
-from avalanche_hpc.report.analysis import OCTANTS  # noqa: E402
-from avalanche_hpc.report.collect import Experiment, metrics_of  # noqa: E402
+from avalanche_hpc.atomic import atomic_path
+from avalanche_hpc.report.analysis import OCTANTS
+from avalanche_hpc.report.collect import Experiment, metrics_of
 
 log = logging.getLogger(__name__)
 DPI = 100
@@ -45,7 +45,7 @@ def plot_confusion(exp: Experiment, path: Path) -> Path | None:
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
-    for ax, (title, cm) in zip(np.atleast_1d(axes), panels):
+    for ax, (title, cm) in zip(np.atleast_1d(axes), panels, strict=False):
         ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
         for i in range(2):
             for j in range(2):
@@ -144,7 +144,7 @@ def plot_class_bars(analysis: dict[str, Any], path: Path) -> Path | None:
     if not parts:
         return None
     fig, axes = plt.subplots(1, len(parts), figsize=(4.6 * len(parts), 3.8))
-    for ax, (key, title) in zip(np.atleast_1d(axes), parts):
+    for ax, (key, title) in zip(np.atleast_1d(axes), parts, strict=False):
         cls = analysis[key]["classes"]
         x = np.arange(len(cls))
         ax.bar(x - 0.2, [c["tp"] for c in cls], 0.4, color=TP_COLOR, label="TP")

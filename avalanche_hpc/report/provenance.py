@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from avalanche_hpc import __version__
+from avalanche_hpc.digest import sha256_file
 from avalanche_hpc.report.analysis import store_digest_info
 from avalanche_hpc.report.collect import Experiment
-from avalanche_hpc.digest import sha256_file
 
 
 def git_describe(path: Path | None = None) -> str | None:
@@ -93,7 +93,7 @@ def provenance_rows(prov: dict[str, Any]) -> list[list[str]]:
         runs = [r for r in prov["runs"] if r["run"].startswith(kind)]
         common, diffs = _common_and_diffs([r["settings"] for r in runs])
         rows += [[f"{kind}.{k}", str(v)] for k, v in common.items()]
-        for r, d in zip(runs, diffs):
+        for r, d in zip(runs, diffs, strict=False):
             rows.append([f"{r['split']} / {r['run']}", ", ".join(f"{k}={v}" for k, v in d.items())
                          + ("; " if d else "") + f"predictions sha256 {r['predictions_sha256'][:16]}"])
     return rows

@@ -9,4 +9,4 @@ imperfect inventory), ``presets`` (sizes and physics knobs), ``generate`` (writi
 from avalanche_hpc.synth.generate import generate_study
 from avalanche_hpc.synth.presets import PRESETS, Physics, Preset, get_preset
 
-__all__ = ["generate_study", "PRESETS", "Physics", "Preset", "get_preset"]
+__all__ = ["PRESETS", "Physics", "Preset", "generate_study", "get_preset"]

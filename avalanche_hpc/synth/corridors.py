@@ -22,7 +22,7 @@ from shapely.geometry import LineString
 from avalanche_hpc.synth.fields import rng_for
 from avalanche_hpc.synth.terrain import Terrain
 
-__all__ = ["Corridor", "make_corridors", "deposit_footprint", "Footprint"]
+__all__ = ["Corridor", "Footprint", "deposit_footprint", "make_corridors"]
 
 RELEASE_SLOPE = (30.0, 50.0)
 STOP_SLOPE_DEG = 13.0
@@ -152,7 +152,7 @@ def make_corridors(terrain: Terrain, n: int, monitored_fraction: float, seed: in
         path_id = f"{code}-{counters[code]:04d}"
         corridors.append(Corridor(path_id, massif, True, pr, pc, width, poly))
     if corridors:
-        n_unmon = int(round((1.0 - monitored_fraction) * len(corridors)))
+        n_unmon = round((1.0 - monitored_fraction) * len(corridors))
         for j in rng.choice(len(corridors), size=n_unmon, replace=False):
             corridors[int(j)].monitored = False
     return corridors
@@ -180,7 +180,7 @@ def deposit_footprint(corridor: Corridor, area_m2: float, pixel_m: float, rng: n
     c0, c1 = int(tc.min()) - pad, int(tc.max()) + pad + 1
     gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float64)
     dist = np.full(gy.shape, np.inf)
-    for y, x in zip(tr, tc):
+    for y, x in zip(tr, tc, strict=False):
         dist = np.minimum(dist, np.hypot(gy - y, gx - x))
     wts = np.clip(rad + 0.5 - dist, 0.0, 1.0)
     # rough texture: blocks and snowballs; static per event

@@ -21,7 +21,7 @@ import numpy as np
 from avalanche_hpc.synth.presets import Physics
 from avalanche_hpc.synth.snowpack import Weather
 
-__all__ = ["size_factor", "gain_db", "aged_gain_db", "add_debris"]
+__all__ = ["add_debris", "aged_gain_db", "gain_db", "size_factor"]
 
 
 def size_factor(area_m2: float | np.ndarray, phys: Physics) -> np.ndarray:

@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["rng_for", "smooth_field", "fractal_noise"]
+__all__ = ["fractal_noise", "rng_for", "smooth_field"]
 
 
 def _key_int(k: object) -> int:

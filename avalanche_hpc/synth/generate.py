@@ -43,7 +43,7 @@ from avalanche_hpc.synth.terrain import Terrain, make_terrain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["generate_study", "GENERATOR_VERSION", "SynthWorld", "build_world", "winter_dates"]
+__all__ = ["GENERATOR_VERSION", "SynthWorld", "build_world", "generate_study", "winter_dates"]
 
 GENERATOR_VERSION = 1
 MARKER = ".synth.json"
@@ -136,10 +136,9 @@ def _write_raster(path: Path, data: np.ndarray, terrain: Terrain, nodata: float 
     prof = _profile(terrain, str(data.dtype), nodata)
     if compress:
         prof["compress"] = compress
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **prof) as dst:
-            dst.write(data, 1)
-            dst.update_tags(**{k: str(v) for k, v in tags.items()})
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **prof) as dst:
+        dst.write(data, 1)
+        dst.update_tags(**{k: str(v) for k, v in tags.items()})
 
 
 def _write_dem(study: Study, terrain: Terrain) -> None:
@@ -184,7 +183,7 @@ def _truth_table(world: SynthWorld, orbit_columns: list[dict[str, list[float]]])
     massif = {c.path_id: c.massif for c in world.corridors}
     ev = world.events
     rows = []
-    for k, (e, fp) in enumerate(zip(ev.itertuples(), world.footprints)):
+    for k, (e, fp) in enumerate(zip(ev.itertuples(), world.footprints, strict=False)):
         h, w = fp.weights.shape
         sl = (slice(fp.r0, fp.r0 + h), slice(fp.c0, fp.c0 + w))
         wts = fp.weights.astype(np.float64)
@@ -241,7 +240,7 @@ def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: b
     s = world.snow(d, orbit_index)
     vv += s.vv_db(phys)
     vh += s.vh_db(phys)
-    for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints)):
+    for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints, strict=False)):
         if ev.date > d:
             continue
         g = debris.aged_gain_db(float(world.fresh_gain_db[k]), ev.date, d, world.weather, phys)

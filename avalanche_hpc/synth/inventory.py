@@ -23,7 +23,7 @@ from avalanche_hpc.synth.corridors import Corridor
 from avalanche_hpc.synth.fields import rng_for
 from avalanche_hpc.synth.snowpack import Weather
 
-__all__ = ["make_events", "make_inventory", "AREA_MEDIAN_M2"]
+__all__ = ["AREA_MEDIAN_M2", "make_events", "make_inventory"]
 
 AREA_MEDIAN_M2 = 14000.0
 AREA_SIGMA = 0.9
@@ -78,8 +78,8 @@ def make_inventory(events: pd.DataFrame, corridors: list[Corridor], recorded_fra
     width = np.where(kind < 0.6, rng.integers(0, 2, n), np.where(kind < 0.85, rng.integers(2, 6, n),
                                                                     rng.integers(7, 21, n)))
     before = np.floor(rng.random(n) * (width + 1)).astype(int)
-    out["date_min"] = [d - dt.timedelta(days=int(b)) for d, b in zip(out["date"], before)]
-    out["date_max"] = [d + dt.timedelta(days=int(wd - b)) for d, wd, b in zip(out["date"], width, before)]
+    out["date_min"] = [d - dt.timedelta(days=int(b)) for d, b in zip(out["date"], before, strict=False)]
+    out["date_max"] = [d + dt.timedelta(days=int(wd - b)) for d, wd, b in zip(out["date"], width, before, strict=False)]
     out["monitored"] = [monitored[p] for p in out["path_id"]]
     out["recorded"] = out["monitored"] & (rng.random(n) < recorded_fraction)
     rec = out[out["recorded"]].copy()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from avalanche_hpc.errors import ConfigError
 
-__all__ = ["Physics", "Preset", "OrbitSpec", "PRESETS", "get_preset"]
+__all__ = ["PRESETS", "OrbitSpec", "Physics", "Preset", "get_preset"]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.presets import Physics
 from avalanche_hpc.synth.terrain import Terrain
 
-__all__ = ["OrbitGeometry", "orbit_geometry", "speckle", "observe", "MASK_VALID", "MASK_LAYOVER", "MASK_SHADOW"]
+__all__ = ["MASK_LAYOVER", "MASK_SHADOW", "MASK_VALID", "OrbitGeometry", "observe", "orbit_geometry", "speckle"]
 
 MASK_VALID, MASK_LAYOVER, MASK_SHADOW = 0, 1, 2
 

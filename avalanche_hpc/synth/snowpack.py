@@ -25,7 +25,7 @@ from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.presets import Physics
 from avalanche_hpc.synth.terrain import Terrain
 
-__all__ = ["Weather", "make_weather", "SnowState", "snow_state", "level_field"]
+__all__ = ["SnowState", "Weather", "level_field", "make_weather", "snow_state"]
 
 WET_TRANSITION_M = 100.0
 SOUTH_BONUS_M = 200.0

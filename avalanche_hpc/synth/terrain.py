@@ -7,7 +7,7 @@ the median slope of the mountain part is ``TARGET_MEDIAN_SLOPE_DEG``, which give
 (30-50 degrees) and gentle runouts, whatever the grid size.
 
 Units: elevation in metres; slope and aspect in degrees (aspect clockwise from north, the
-direction the slope faces, as in ``avalanche_hpc.deposition.slope_aspect``).
+direction the slope faces, as in ``avalanche_hpc.preprocess.deposition.slope_aspect``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 from rasterio.transform import Affine
 from scipy import ndimage
 
-from avalanche_hpc.deposition import slope_aspect
+from avalanche_hpc.preprocess.deposition import slope_aspect
 from avalanche_hpc.synth.fields import fractal_noise, rng_for
 
-__all__ = ["Terrain", "make_terrain", "TARGET_MEDIAN_SLOPE_DEG"]
+__all__ = ["TARGET_MEDIAN_SLOPE_DEG", "Terrain", "make_terrain"]
 
 TARGET_MEDIAN_SLOPE_DEG = 26.0
 VALLEY_FLOOR_M = 900.0

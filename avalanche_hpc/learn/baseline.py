@@ -29,10 +29,10 @@ import numpy as np
 
 from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.metrics import focus_massif_of, metrics_report
-from avalanche_hpc.splits import make_split, validate_split
+from avalanche_hpc.learn.metrics import focus_massif_of, metrics_report
+from avalanche_hpc.learn.splits import make_split, validate_split
+from avalanche_hpc.learn.train import load_run_data, predictions_table
 from avalanche_hpc.study import Study
-from avalanche_hpc.train import load_run_data, predictions_table
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.errors import InputError, Problem, StageError
-from avalanche_hpc.snap.gpt import DEM_NODATA
-from avalanche_hpc.snap.products import S1Product
+from avalanche_hpc.inputs.products import S1Product
+from avalanche_hpc.inputs.snap.gpt import DEM_NODATA
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class _Links(html.parser.HTMLParser):
 
 def _get(url: str) -> bytes:
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:  # noqa: S310 (http(s) URLs we build)
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
             return r.read()
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise StageError(f"cannot fetch {url}: {e} -> run the staging step on a node with internet access, "
@@ -238,10 +238,9 @@ def stage_dem(study: Study, source: Path | None = None, margin_px: int = DEM_MAR
     profile = dict(driver="GTiff", width=out.shape[1], height=out.shape[0], count=1, dtype="float32",
                    crs=f"EPSG:{study.config.crs_epsg}", transform=t2, nodata=DEM_NODATA,
                    tiled=True, blockxsize=256, blockysize=256, compress="deflate")
-    with atomic_path(target) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(out, 1)
-            dst.update_tags(UNITS="m", VERTICAL="orthometric (EGM96 applied by SNAP)")
+    with atomic_path(target) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(out, 1)
+        dst.update_tags(UNITS="m", VERTICAL="orthometric (EGM96 applied by SNAP)")
     return target
 
 

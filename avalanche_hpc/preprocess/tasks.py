@@ -43,19 +43,26 @@ import pandas as pd
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path
-from avalanche_hpc.deposition import file_fingerprint, load_deposition
-from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
-from avalanche_hpc.labels import label_map
-from avalanche_hpc.raster import GridSpec, read_mask_windows, read_power_windows, window_origins
-from avalanche_hpc.store import CHANNELS, open_h5, read_attrs, write_patches
-from avalanche_hpc.study import LAYOVER_SHADOW, Acquisition, Study, fmt_yyyymmdd
 from avalanche_hpc.digest import digest_json, sha256_text
+from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
+from avalanche_hpc.preprocess.deposition import file_fingerprint, load_deposition
+from avalanche_hpc.preprocess.labels import label_map
+from avalanche_hpc.preprocess.raster import GridSpec, read_mask_windows, read_power_windows, window_origins
+from avalanche_hpc.store.layout import CHANNELS, open_h5, read_attrs, write_patches
+from avalanche_hpc.study import LAYOVER_SHADOW, Acquisition, Study, fmt_yyyymmdd
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "list_tasks", "preprocess_task", "preprocess_all", "task_is_complete", "incomplete_tasks", "compute_channels",
-    "summer_reference", "prepare_references", "StudyInputs",
+    "StudyInputs",
+    "compute_channels",
+    "incomplete_tasks",
+    "list_tasks",
+    "prepare_references",
+    "preprocess_all",
+    "preprocess_task",
+    "summer_reference",
+    "task_is_complete",
 ]
 
 PREPROCESS_VERSION = 1  # bump when the arithmetic or the shard content changes
@@ -72,7 +79,7 @@ def compute_channels(
     adds layover/shadow. Channel order is ``store.CHANNELS``: VV*, VV*_old, VHdiff.
     """
     n = len(vv1)
-    out = np.empty((n, 3) + np.shape(vv1)[1:], dtype=np.float32)
+    out = np.empty((n, 3, *np.shape(vv1)[1:]), dtype=np.float32)
 
     def db_ratio(a, b, dst):  # 10 log10(a / b) into dst; NaN/inf/non-positive inputs give non-finite
         np.divide(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), out=dst)
@@ -228,16 +235,15 @@ def summer_reference(inputs: StudyInputs, season: str, orbit: str) -> dict[str, 
             count += ok
         with np.errstate(invalid="ignore", divide="ignore"):
             out[band] = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
-    with atomic_path(path) as tmp:
-        with open_h5(tmp, "w") as f:
-            for band, arr in out.items():
-                f.create_dataset(band, data=arr)
-                f[band].attrs["units"] = "linear power (m2 m-2)"
-            f.create_dataset("path_id", data=inputs.deposition["path_id"].astype(str).to_numpy(dtype=object),
-                             dtype=h5py.string_dtype())
-            f.attrs["digest"] = digest
-            f.attrs["dates"] = [fmt_yyyymmdd(d) for d in dates]
-            f.attrs["season"], f.attrs["orbit"] = season, orbit
+    with atomic_path(path) as tmp, open_h5(tmp, "w") as f:
+        for band, arr in out.items():
+            f.create_dataset(band, data=arr)
+            f[band].attrs["units"] = "linear power (m2 m-2)"
+        f.create_dataset("path_id", data=inputs.deposition["path_id"].astype(str).to_numpy(dtype=object),
+                         dtype=h5py.string_dtype())
+        f.attrs["digest"] = digest
+        f.attrs["dates"] = [fmt_yyyymmdd(d) for d in dates]
+        f.attrs["season"], f.attrs["orbit"] = season, orbit
     log.info("summer reference %s/%s from %d dates -> %s", season, orbit, len(dates), path)
     inputs._summer[(season, orbit)] = (digest, out)
     return out
@@ -399,7 +405,7 @@ def preprocess_all(root: Path, force: bool = False, progress: bool = True, seaso
     """
     root = Path(root)
     if check:
-        from avalanche_hpc.checks import require_valid_study
+        from avalanche_hpc.inputs.checks import require_valid_study
 
         require_valid_study(root)
     inputs = StudyInputs.load(root)

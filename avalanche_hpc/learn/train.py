@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path, write_json, write_text
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.features import (
+from avalanche_hpc.learn.features import (
     DEFAULT_VIEWS,
     FeatureBank,
     backbone_features,
@@ -54,8 +54,8 @@ from avalanche_hpc.features import (
     load_or_build_bank,
     prepare_patches,
 )
-from avalanche_hpc.metrics import focus_massif_of, metrics_report
-from avalanche_hpc.model import (
+from avalanche_hpc.learn.metrics import focus_massif_of, metrics_report
+from avalanche_hpc.learn.model import (
     DROPOUT,
     HIDDEN,
     INPUT_SCALE_DB,
@@ -65,10 +65,10 @@ from avalanche_hpc.model import (
     check_crop,
     init_head,
 )
-from avalanche_hpc.splits import make_split, read_split, validate_split
-from avalanche_hpc.store import read_meta, read_patches
+from avalanche_hpc.learn.splits import make_split, read_split, validate_split
+from avalanche_hpc.learn.weights import resolve_weights
+from avalanche_hpc.store.layout import read_meta, read_patches
 from avalanche_hpc.study import Study
-from avalanche_hpc.weights import resolve_weights
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
 
-GRAPHS_DIR = Path(__file__).resolve().parents[2] / "containers" / "graphs"
+GRAPHS_DIR = Path(__file__).resolve().parents[3] / "containers" / "graphs"
 DEFAULT_GRAPH = "grd_to_sigma0.xml"
 # In the image the graphs are installed here (containers/avalanche.def copies them).
 IMAGE_GRAPHS_DIR = Path("/opt/avalanche-hpc/containers/graphs")
@@ -177,7 +177,7 @@ def gpt_command(
     missing = graph_placeholders(graph) - set(params)
     if missing:
         raise ConfigError(f"graph {graph} needs parameter(s) {sorted(missing)} that were not supplied -> "
-                          "add them to the graph parameters (avalanche_hpc.snap.gpt.graph_parameters)")
+                          "add them to the graph parameters (avalanche_hpc.inputs.snap.gpt.graph_parameters)")
     mem = gpt_memory(mem_gb)
     cmd = list(gpt_prefix) if gpt_prefix else ["gpt"]
     # JVM options first (install4j strips every -J argument before gpt parses the rest).

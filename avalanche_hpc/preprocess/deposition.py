@@ -36,15 +36,15 @@ from rasterio.windows import Window
 from shapely.geometry import Point
 
 from avalanche_hpc.atomic import atomic_path
-from avalanche_hpc.errors import InputError, Problem
-from avalanche_hpc.labels import monitored_flags
-from avalanche_hpc.raster import open_raster
-from avalanche_hpc.study import Study
 from avalanche_hpc.digest import digest_json
+from avalanche_hpc.errors import InputError, Problem
+from avalanche_hpc.preprocess.labels import monitored_flags
+from avalanche_hpc.preprocess.raster import open_raster
+from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
 
-__all__ = ["compute_deposition", "load_deposition", "deposition_digest", "slope_aspect", "file_fingerprint"]
+__all__ = ["compute_deposition", "deposition_digest", "file_fingerprint", "load_deposition", "slope_aspect"]
 
 ZONE_QUANTILE = 0.10
 DEPOSITION_VERSION = 1
@@ -176,7 +176,7 @@ def compute_deposition(root: Path, force: bool = False) -> Path:
     if problems:
         raise InputError(problems)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    gdf = gpd.GeoDataFrame(df, geometry=[Point(x, y) for x, y in zip(df["x"], df["y"])], crs=crs)
+    gdf = gpd.GeoDataFrame(df, geometry=[Point(x, y) for x, y in zip(df["x"], df["y"], strict=False)], crs=crs)
     prov = pd.DataFrame({"key": ["digest", "zone_quantile", "version"],
                          "value": [digest, str(ZONE_QUANTILE), str(DEPOSITION_VERSION)]})
     logging.getLogger("pyogrio").setLevel(logging.WARNING)  # one "Created N records" line per layer otherwise

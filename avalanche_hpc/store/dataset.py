@@ -15,6 +15,7 @@ from torch's RNG (seeded per worker by the DataLoader). Evaluation: the centre c
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -27,9 +28,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from avalanche_hpc.errors import MissingInputError
-from avalanche_hpc.store import open_h5, read_meta
+from avalanche_hpc.store.layout import open_h5, read_meta
 
-__all__ = ["PatchDataset", "BalancedSampler", "open_store_readonly"]
+__all__ = ["BalancedSampler", "PatchDataset", "open_store_readonly"]
 
 
 def open_store_readonly(path: str | os.PathLike[str]) -> h5py.File:
@@ -128,10 +129,8 @@ class PatchDataset(Dataset):
         self._file = None
 
     def __del__(self) -> None:  # best effort; h5py also closes at exit
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -153,7 +152,7 @@ class PatchDataset(Dataset):
         x = torch.from_numpy(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False))
         if self.augment:
             flips = torch.rand(2) < 0.5
-            dims = [d for d, f in zip((1, 2), flips.tolist()) if f]
+            dims = [d for d, f in zip((1, 2), flips.tolist(), strict=False) if f]
             if dims:
                 x = torch.flip(x, dims)
         return x, torch.tensor(int(self.labels[i]), dtype=torch.int64)

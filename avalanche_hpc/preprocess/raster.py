@@ -25,7 +25,12 @@ from avalanche_hpc.errors import InputError, MissingInputError, Problem
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "GridSpec", "read_windows", "read_power_windows", "read_mask_windows", "raster_units", "to_linear",
+    "GridSpec",
+    "raster_units",
+    "read_mask_windows",
+    "read_power_windows",
+    "read_windows",
+    "to_linear",
     "window_origins",
 ]
 

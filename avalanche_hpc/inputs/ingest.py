@@ -34,7 +34,7 @@ from pathlib import Path
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.errors import InputError, Problem
-from avalanche_hpc.snap.products import relative_orbit
+from avalanche_hpc.inputs.products import relative_orbit
 from avalanche_hpc.study import LAYOVER_SHADOW, POLARISATIONS, Study
 
 log = logging.getLogger(__name__)

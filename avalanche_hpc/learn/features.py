@@ -37,7 +37,7 @@ import torch
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.digest import sha256_text
-from avalanche_hpc.model import FEATURE_DIM, INPUT_SCALE_DB, Backbone, scale_input
+from avalanche_hpc.learn.model import FEATURE_DIM, INPUT_SCALE_DB, Backbone, scale_input
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def centre_views(n: int, patch: int, crop: int) -> np.ndarray:
 def crop_batch(patches: np.ndarray, index: np.ndarray, views: np.ndarray, crop: int) -> torch.Tensor:
     """Crops ``views[k] = (r0, c0, flip_r, flip_c)`` of ``patches[index[k]]`` -> scaled (B, 3, crop, crop)."""
     out = np.empty((len(index), patches.shape[1], crop, crop), dtype=np.float32)
-    for k, (i, (r0, c0, fr, fc)) in enumerate(zip(index, views)):
+    for k, (i, (r0, c0, fr, fc)) in enumerate(zip(index, views, strict=False)):
         w = patches[i, :, r0:r0 + crop, c0:c0 + crop]
         if fr:
             w = w[:, ::-1, :]
@@ -154,14 +154,13 @@ def build_bank(backbone: Backbone, rows: np.ndarray, patches: np.ndarray, n_view
 
 
 def write_bank(bank: FeatureBank, path: Path, attrs: dict) -> Path:
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("rows", data=bank.rows)
-            f.create_dataset("feats", data=bank.feats)
-            f["feats"].attrs["axes"] = ["row", "view (0 = centre crop)", "feature"]
-            f["feats"].attrs["units"] = "VGG16 conv5 activations (after ReLU and max-pool), unitless"
-            for k, v in attrs.items():
-                f.attrs[k] = v
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("rows", data=bank.rows)
+        f.create_dataset("feats", data=bank.feats)
+        f["feats"].attrs["axes"] = ["row", "view (0 = centre crop)", "feature"]
+        f["feats"].attrs["units"] = "VGG16 conv5 activations (after ReLU and max-pool), unitless"
+        for k, v in attrs.items():
+            f.attrs[k] = v
     return path
 
 

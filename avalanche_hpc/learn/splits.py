@@ -33,7 +33,7 @@ import pandas as pd
 
 from avalanche_hpc.atomic import write_text
 from avalanche_hpc.errors import ConfigError, MissingInputError
-from avalanche_hpc.store import read_meta
+from avalanche_hpc.store.layout import read_meta
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def build_split(meta: pd.DataFrame, split: str, seed: int) -> pd.DataFrame:
     pool = select_pool(meta, seed)
     massifs = sorted(meta["massif"].unique())
     if split == "random":
-        sets = assign_groups(pool, dict(zip(SETS, RANDOM_FRACTIONS)), seed, salt=1)
+        sets = assign_groups(pool, dict(zip(SETS, RANDOM_FRACTIONS, strict=False)), seed, salt=1)
     else:
         massif = massif_of_split(split, massifs)
         held = pool["massif"] == massif

@@ -186,7 +186,7 @@ def read_patches(path: str | os.PathLike[str], rows: Sequence[int] | np.ndarray 
             return ds[()]
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows)
-        out = np.empty((len(rows),) + ds.shape[1:], dtype=np.float32)
+        out = np.empty((len(rows), *ds.shape[1:]), dtype=np.float32)
         if len(rows):
             out[order] = ds[rows[order]] if np.all(np.diff(rows[order]) > 0) else np.stack([ds[i] for i in rows[order]])
         return out

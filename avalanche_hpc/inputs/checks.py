@@ -268,7 +268,7 @@ def _grid_problems(path: Path, where: str, grid: GridInfo, config: StudyConfig |
         t, r = grid.transform, ref.transform
         px = abs(r[0]) or 1.0
         if (grid.width, grid.height) != (ref.width, ref.height) or not all(
-            _same(a, b, px) if i in (2, 5) else _same(a, b, 1.0) for i, (a, b) in enumerate(zip(t, r))
+            _same(a, b, px) if i in (2, 5) else _same(a, b, 1.0) for i, (a, b) in enumerate(zip(t, r, strict=False))
         ):
             out.append(Problem(
                 str(path), where,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avalanche_hpc.errors import ConfigError, WeightsError
-from avalanche_hpc.weights import ResolvedWeights, load_state_dict
+from avalanche_hpc.learn.weights import ResolvedWeights, load_state_dict
 
 N_CLASSES = 2
 FEATURE_DIM = 512

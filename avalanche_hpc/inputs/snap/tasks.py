@@ -34,9 +34,9 @@ from typing import Any
 from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import InputError, MissingInputError, Problem, StageError
 from avalanche_hpc.hpc.container import container_prefix, load_profile, profile_field
-from avalanche_hpc.snap import gpt as gptmod
-from avalanche_hpc.snap.products import S1Product, list_products, parse_product_name
-from avalanche_hpc.snap.staging import (
+from avalanche_hpc.inputs.products import S1Product, list_products, parse_product_name
+from avalanche_hpc.inputs.snap import gpt as gptmod
+from avalanche_hpc.inputs.snap.auxdata import (
     auxdata_dir,
     link_auxdata,
     orbit_dir,
@@ -44,7 +44,7 @@ from avalanche_hpc.snap.staging import (
     snap_work_dir,
     staged_dem_path,
 )
-from avalanche_hpc.raster import UNITS_TAG
+from avalanche_hpc.preprocess.raster import UNITS_TAG
 from avalanche_hpc.study import LAYOVER_SHADOW, Study, fmt_yyyymmdd
 
 log = logging.getLogger(__name__)
@@ -320,5 +320,15 @@ def list_tasks(root: Path, products: str | Path | Sequence[str | Path]) -> list[
     return [t.product.path for t in list_snap_tasks(root, products) if not task_is_complete(study, t)]
 
 
-__all__ = ["SnapTask", "assemble_scene", "list_snap_tasks", "list_tasks", "snap_product", "snap_products",
-           "task_command", "task_is_complete", "auxdata_dir", "parse_product_name"]
+__all__ = [
+    "SnapTask",
+    "assemble_scene",
+    "auxdata_dir",
+    "list_snap_tasks",
+    "list_tasks",
+    "parse_product_name",
+    "snap_product",
+    "snap_products",
+    "task_command",
+    "task_is_complete",
+]

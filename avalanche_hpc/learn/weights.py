@@ -23,8 +23,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avalanche_hpc.errors import WeightsError
 from avalanche_hpc.digest import sha256_file
+from avalanche_hpc.errors import WeightsError
 
 log = logging.getLogger(__name__)
 

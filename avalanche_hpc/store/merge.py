@@ -31,9 +31,10 @@ import pandas as pd
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path, clean_stale_tmp
+from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import MissingInputError, Problem, StageError
-from avalanche_hpc.preprocess import StudyInputs, _shard_is_current
-from avalanche_hpc.store import (
+from avalanche_hpc.preprocess.tasks import StudyInputs, _shard_is_current
+from avalanche_hpc.store.layout import (
     CHANNELS,
     KEY_COLUMNS,
     META_COLUMNS,
@@ -46,11 +47,10 @@ from avalanche_hpc.store import (
     read_meta,
 )
 from avalanche_hpc.study import LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_UNKNOWN, fmt_yyyymmdd
-from avalanche_hpc.digest import digest_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["merge_store", "verify_store", "store_info", "LAYOUTS", "DEFAULT_LAYOUT"]
+__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "merge_store", "store_info", "verify_store"]
 
 LAYOUTS = ("consolidated", "virtual")
 DEFAULT_LAYOUT = "consolidated"
@@ -120,7 +120,7 @@ def _merge_consolidated(store, shards, sizes, meta, attrs, p, progress) -> None:
     with open_patch_writer(store, len(meta), p, meta, attrs) as ds, Progress(disable=not progress) as bar:
         tid = bar.add_task("merge", total=len(shards))
         start = 0
-        for (_, path, _), n in zip(shards, sizes):
+        for (_, path, _), n in zip(shards, sizes, strict=False):
             with open_h5(path) as f:
                 src = f["patches"]
                 for a in range(0, n, _BLOCK):
@@ -134,18 +134,17 @@ def _merge_virtual(store, shards, sizes, meta, attrs, p) -> None:
     shape = (len(meta), len(CHANNELS), p, p)
     vlayout = h5py.VirtualLayout(shape=shape, dtype=np.float32)
     start = 0
-    for (_, path, _), n in zip(shards, sizes):
+    for (_, path, _), n in zip(shards, sizes, strict=False):
         if n:
             rel = os.path.relpath(path, store.parent)
             vlayout[start:start + n] = h5py.VirtualSource(rel, "patches", shape=(n, len(CHANNELS), p, p))
         start += n
-    with atomic_path(store) as tmp:
-        with open_h5(tmp, "w") as f:
-            f.create_virtual_dataset("patches", vlayout, fillvalue=np.nan)
-            f["patches"].attrs["channels"] = list(CHANNELS)
-            f["patches"].attrs["units"] = "dB"
-            _write_meta(f, meta)
-            _write_attrs(f, attrs)
+    with atomic_path(store) as tmp, open_h5(tmp, "w") as f:
+        f.create_virtual_dataset("patches", vlayout, fillvalue=np.nan)
+        f["patches"].attrs["channels"] = list(CHANNELS)
+        f["patches"].attrs["units"] = "dB"
+        _write_meta(f, meta)
+        _write_attrs(f, attrs)
 
 
 # -- verify -----------------------------------------------------------------------------------------
