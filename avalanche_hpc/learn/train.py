@@ -254,11 +254,17 @@ def _same_settings(path: Path, record: dict) -> bool:
 
 
 def _epoch_masks(seed: int, epoch: int, batch: int, n: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
-    key = int(np.random.SeedSequence([seed, epoch, batch, 11]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-    g = torch.Generator().manual_seed(key)
-    keep = 1.0 - DROPOUT
-    return (torch.bernoulli(torch.full((n, hidden), keep), generator=g),
-            torch.bernoulli(torch.full((n, hidden), keep), generator=g))
+    """The two dropout keep-masks (n, hidden) of a global batch, from numpy's generator keyed by
+    (seed, epoch, batch). With p = 0.5 each unit is one random bit (exact Bernoulli(1/2)): ~0.3 ms
+    per batch of 64, where ``torch.bernoulli`` took ~35 ms, as long as the head's step itself."""
+    rng = np.random.default_rng([seed, epoch, batch, 11])
+    size = 2 * n * hidden
+    if DROPOUT == 0.5:
+        keep = np.unpackbits(np.frombuffer(rng.bytes((size + 7) // 8), dtype=np.uint8), count=size)
+    else:
+        keep = rng.random(size, dtype=np.float32) < 1.0 - DROPOUT
+    m = torch.from_numpy(keep.reshape(2, n, hidden).astype(np.float32))
+    return m[0], m[1]
 
 
 def _evaluate(head: Head, feats: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, np.ndarray]:
@@ -375,7 +381,7 @@ def train_run(
         vgg = build_vgg16(resolved)
     head = init_head(vgg, seed, pretrained_fc=resolved.kind != "none").to(device)
     del vgg
-    optimizer = torch.optim.Adam(head.param_groups(lr))
+    optimizer = torch.optim.Adam(head.param_groups(lr), fused=True)  # one pass over the 19 M weights (sweep.py)
 
     sets = data.table["set"].to_numpy()
     labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64), device=device)
