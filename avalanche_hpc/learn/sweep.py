@@ -418,7 +418,7 @@ def train_sweep(
         while active:
             a = len(active)
             sizes = [min(batch_size, len(r.order) - r.batch * batch_size) for r in active]
-            m = max(sizes)
+            m = batch_size  # constant: a run's products do not depend on the other runs' batch sizes
             x = torch.zeros((a, m, bank.feats.shape[-1]), device=dev)
             y = torch.zeros((a, m), dtype=torch.int64, device=dev)
             w = torch.zeros((a, m), device=dev)
