@@ -7,13 +7,17 @@ Measured in the same run, on one process (one core):
    ``preprocess_all`` (deposition zones and summer references ready, as after
    ``prepare_references``), the time of one cold array task (``preprocess_task`` in a fresh
    ``StudyInputs``), and the ratio of the preprocessing time to a bare windowed read of the
-   same windows (VV, VH, layover/shadow of t1 and t0; target < 2);
+   same windows (VV, VH, layover/shadow of t1 and t0; target < 2), for each store dtype
+   (``patch_dtype`` float32 and float16), with the largest float16 rounding error in dB;
 2. **scene area**: time per date on a plain generated study whose scene area grows 4x while
    the corridors stay fixed (target: flat);
 3. **store layout**: merge time of a consolidated copy vs a virtual dataset over the shards,
    and random single-patch read throughput (what training does) from each.
 
-    .venv/bin/python -m benchmarks.bench_preprocess [--quick] [--study PATH]
+    .venv/bin/python -m benchmarks.bench_preprocess [--quick] [--study PATH] [--json PATH] [--skip-scaling]
+
+``--json PATH`` also writes the figures as JSON (key ``preprocess_over_grouped_read``: the study's
+own ``patch_dtype``; ``preprocess_over_grouped_read_float16`` / ``_float32``: each dtype).
 """
 
 from __future__ import annotations
@@ -111,6 +115,37 @@ def bare_read(root: Path, grouped: bool = True) -> float:
     return time.perf_counter() - t
 
 
+def set_patch_dtype(root: Path, dtype: str) -> None:
+    """Rewrite the study's ``patch_dtype`` (the next preprocess writes shards of that dtype)."""
+    study = Study.load(root)
+    if study.config.patch_dtype != dtype:
+        Study.write_config(root, study.config.model_copy(update={"patch_dtype": dtype}))
+
+
+def float16_error(root: Path) -> dict:
+    """Largest |x - float16(x)| in dB over the study's float32 shards (what a float16 store would hold)."""
+    worst, worst_rel, n, biggest = 0.0, 0.0, 0, 0.0
+    for shard in sorted((Study.load(root).work_dir / "shards").rglob("*.h5")):
+        with h5py.File(shard, "r") as f:
+            x = f["patches"][()]
+        if x.dtype != np.float32:
+            continue
+        ok = np.isfinite(x)
+        v = x[ok]
+        err = np.abs(v - v.astype(np.float16).astype(np.float32))
+        if err.size:
+            i = int(np.argmax(err))
+            if err[i] > worst:
+                worst = float(err[i])
+            worst_rel = max(worst_rel, float(np.max(err / np.maximum(np.abs(v), 1e-30))))
+            biggest = max(biggest, float(np.abs(v).max()))
+        n += int(ok.sum())
+        if not np.array_equal(np.isnan(x), np.isnan(x.astype(np.float16))):
+            raise AssertionError(f"{shard}: NaN pattern changed by float16")
+    return {"float16_max_abs_error_db": worst, "float16_max_rel_error": worst_rel, "values": n,
+            "max_abs_db": biggest}
+
+
 def preprocess_figures(root: Path, repeat: int | None = None) -> dict:
     """Best of ``repeat`` runs of each measurement (the machine is shared: the minimum is the signal);
     by default 3, or 2 for studies of more than 50 000 patches."""
@@ -188,7 +223,11 @@ def main() -> None:
     ap.add_argument("--study", type=Path, default=None,
                     help="an existing study instead of a generated one (used in place: rewrites its work/ folder)")
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temp dir)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--skip-scaling", action="store_true", help="skip sections 2 and 3 (scene area, store layout)")
+    ap.add_argument("--dtypes", default="float32,float16", help="store dtypes to measure, comma-separated")
     args = ap.parse_args()
+    figures: dict = {"quick": bool(args.quick)}
     os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
     tmp_ctx = tempfile.TemporaryDirectory() if args.keep is None else None
     work = Path(tmp_ctx.name) if tmp_ctx else args.keep
@@ -211,7 +250,27 @@ def main() -> None:
         else:
             print(f"study {root} (used in place: its work/ folder is rewritten)")
         os.sync()
-        f = preprocess_figures(root)
+        own_dtype = Study.load(root).config.patch_dtype
+        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        by_dtype = {}
+        for dtype in dtypes:
+            set_patch_dtype(root, dtype)
+            by_dtype[dtype] = preprocess_figures(root)
+            by_dtype[dtype]["store_bytes_per_run"] = sum(
+                p.stat().st_size for p in (Study.load(root).work_dir / "shards").rglob("*.h5"))
+            if dtype == "float32":
+                figures.update(float16_error(root))
+        set_patch_dtype(root, own_dtype)
+        for dtype, g in by_dtype.items():
+            figures[f"preprocess_over_grouped_read_{dtype}"] = g["t_pre"] / g["t_bare"]
+            figures[f"preprocess_s_{dtype}"] = g["t_pre"]
+            figures[f"shards_bytes_{dtype}"] = g["store_bytes_per_run"]
+        f = by_dtype.get(own_dtype, next(iter(by_dtype.values())))
+        figures.update({"study": root.name, "tasks": f["tasks"], "patches": f["patches"], "grouped_read_s": f["t_bare"],
+                        "naive_read_s": f["t_naive"], "preprocess_s": f["t_pre"],
+                        "preprocess_over_grouped_read": f["t_pre"] / f["t_bare"],
+                        "preprocess_over_naive_read": f["t_pre"] / f["t_naive"], "cold_task_s": f["t_cold"],
+                        "skip_s": f["t_skip"], "patch_dtype": own_dtype})
         print("\n== preprocess (one process = one core) ==")
         print(f"study: {root.name}, tasks: {f['tasks']}, corridors: {f['corridors']}, patches: {f['patches']}")
         print(f"deposition + summer references      : {f['t_refs']:8.2f} s (once per study / orbit-season)")
@@ -225,6 +284,15 @@ def main() -> None:
         print(f"one cold array task (fresh process state): {f['t_cold']:8.3f} s; bare read of its windows {bare_task:.3f} s "
               f"-> ratio {f['t_cold'] / bare_task:.2f}")
         print(f"second run, all tasks skipped       : {f['t_skip']:8.2f} s")
+        for dtype, g in by_dtype.items():
+            print(f"store dtype {dtype}: preprocess_all {g['t_pre']:8.2f} s, shards {g['store_bytes_per_run'] / 2**20:8.1f} MiB, "
+                  f"ratio preprocess / grouped read {g['t_pre'] / g['t_bare']:6.2f} (same run, same windows)")
+        if "float16_max_abs_error_db" in figures:
+            print(f"float16 rounding: largest error {figures['float16_max_abs_error_db']:.4f} dB "
+                  f"(relative {figures['float16_max_rel_error']:.2g}; values up to {figures['max_abs_db']:.1f} dB, "
+                  f"{figures['values']} finite values); NaN pattern unchanged")
+        if args.skip_scaling:
+            return _write_json(args.json, figures)
 
         # 2. scene area x4, corridors fixed
         small = 1000 if args.quick else 2000
@@ -253,9 +321,18 @@ def main() -> None:
         for layout in ("consolidated", "virtual"):
             print(f"{layout:12s}: merge {m[f'merge_{layout}']:7.2f} s, file {m[f'size_{layout}'] / 2**20:8.1f} MiB, "
                   f"random single-patch reads {m[f'reads_{layout}']:8.0f} /s (best of 3)")
+        figures["layout"] = m
+        _write_json(args.json, figures)
     finally:
         if tmp_ctx:
             tmp_ctx.cleanup()
+
+
+def _write_json(path: Path | None, figures: dict) -> None:
+    if path is not None:
+        from benchmarks.bench_train import write_figures
+
+        write_figures(path, figures)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
-"""Training throughput and the cost of a sweep, feature bank vs per-epoch backbone passes.
+"""Training throughput and the cost of a sweep: batched feature-bank sweep vs per-epoch backbone passes.
 
-Prints (all measured in this run, on this machine):
-- the fp32 matrix-multiply rate (GFLOP/s, square matmuls): the machine's baseline;
+Prints (all measured in this run, on this machine) and, with ``--json PATH``, writes as JSON:
+- the matrix-multiply rate in fp32 and bf16 (GFLOP/s, square matmuls): the machine's baseline;
 - FLOPs per image: VGG16 backbone at the crop size, the folded head (forward), the unfolded
-  torchvision classifier (forward) for comparison;
-- training images/s with the feature bank (head forward + backward only) and with per-epoch
-  augmentation (backbone forward without autograd + head), each with its ratio
-  achieved FLOP/s / matmul FLOP/s;
-- checkpoint write time per epoch;
-- the extrapolated cost of a sweep (seeds x (random split + every hold-out)) both ways.
+  torchvision classifier (forward) for comparison, and the head's training step (what it needs:
+  forward, weight gradients, input gradients of fc2 and fc3);
+- the backbone's images/s in each precision mode (``learn/precision.py``: fp32 NCHW, fp32
+  channels-last, bf16 autocast channels-last), the mode the start-up probe chooses, and the
+  relative error of bf16 features against fp32;
+- head training images/s: one run as ``train_run`` steps it (autograd, fused Adam), and the
+  batched sweep step (``sweep.StackedHeads``: ``slots`` runs per step, bmm, one fused Adam),
+  each as a fraction of the fp32 matmul rate (the head trains in fp32);
+- per-epoch training images/s (backbone in the chosen mode + head step), checkpoint write time;
+- the extrapolated cost of a sweep (seeds x (random split + every hold-out)) both ways, from
+  the per-step costs measured here, and the sweep's FLOP floor (backbone FLOPs at the matmul rate
+  of its precision + head FLOPs at the fp32 rate).
 
-Run: ``.venv/bin/python -m benchmarks.bench_train [--quick] [--pool N] [--massifs M] [--epochs E]``.
+Run: ``.venv/bin/python -m benchmarks.bench_train [--quick] [--json PATH] [--pool N] [--massifs M] [--epochs E]``.
 """
 
 from __future__ import annotations
@@ -24,14 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avalanche_hpc.learn import precision
 from avalanche_hpc.learn.features import DEFAULT_VIEWS, centre_views, crop_batch
 from avalanche_hpc.learn.model import Backbone, Head, build_vgg16, init_head
+from avalanche_hpc.learn.sweep import StackedHeads
 from avalanche_hpc.learn.train import save_torch
 from avalanche_hpc.learn.weights import resolve_weights
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / timed(lambda: torch.mm(a, b), reps) / 1e9
 
 
@@ -50,6 +58,12 @@ def head_flops(head: Head) -> float:
     return 2 * sum(lin.in_features * lin.out_features for lin in (head.fc1, head.fc2, head.fc3))
 
 
+def head_train_flops(head: Head) -> float:
+    """Forward + weight gradients (2x forward) + input gradients of fc2 and fc3 (the features need none)."""
+    inner = 2 * sum(lin.in_features * lin.out_features for lin in (head.fc2, head.fc3))
+    return 2 * head_flops(head) + inner
+
+
 def timed(fn, reps: int) -> float:
     """Best of ``reps`` calls (seconds): the machine is shared, the minimum is the least disturbed."""
     fn()
@@ -61,35 +75,46 @@ def timed(fn, reps: int) -> float:
     return best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--pool", type=int, default=1316, help="pool size (paper: 658 positives + 658 negatives)")
-    ap.add_argument("--massifs", type=int, default=16, help="hold-outs in the sweep (paper: 16 mountain chains)")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=250, help="epochs per run (upper bound; early stopping is less)")
-    ap.add_argument("--batch", type=int, default=64)
-    args = ap.parse_args()
+def measure(args) -> dict:
     reps = 2 if args.quick else 5
     torch.manual_seed(0)
     crop, b = 50, args.batch
+    out: dict = {"threads": torch.get_num_threads(), "batch": b, "quick": bool(args.quick)}
 
-    peak = matmul_gflops(1024 if args.quick else 2048, reps)
+    out["matmul_gflops"] = matmul_gflops(1024 if args.quick else 2048, reps)
+    out["matmul_gflops_bf16"] = matmul_gflops(1024 if args.quick else 2048, reps, torch.bfloat16)
     vgg = build_vgg16(resolve_weights("none"))
     backbone = Backbone(vgg)
     head = init_head(None, 0, pretrained_fc=False)
-    f_bb, f_head = conv_flops(vgg, crop), head_flops(head)
-    f_unfolded = 2 * sum(m.in_features * m.out_features for m in vgg.classifier if isinstance(m, torch.nn.Linear))
-    print(f"threads: {torch.get_num_threads()}  fp32 matmul: {peak:.1f} GFLOP/s")
-    print(f"FLOPs/image: backbone {f_bb / 1e9:.3f} G at {crop}x{crop}; folded head fwd {f_head / 1e6:.1f} M "
-          f"(unfolded torchvision classifier fwd {f_unfolded / 1e6:.1f} M)")
+    f_bb, f_head, f_train = conv_flops(vgg, crop), head_flops(head), head_train_flops(head)
+    out["flops_backbone"], out["flops_head_fwd"], out["flops_head_train"] = f_bb, f_head, f_train
+    out["flops_unfolded_classifier_fwd"] = 2 * sum(m.in_features * m.out_features for m in vgg.classifier
+                                                   if isinstance(m, torch.nn.Linear))
 
     patches = np.random.default_rng(0).normal(size=(b, 3, 64, 64)).astype(np.float32)
     views = centre_views(b, 64, crop)[:, 0]
     x_img = crop_batch(patches, np.arange(b), views, crop)
+
+    # backbone: every precision mode, and what the start-up probe chooses
+    rates, feats_by_mode = {}, {}
+    for mode in precision.MODES:
+        backbone.set_precision(mode)
+        rates[mode] = b / timed(lambda: backbone(x_img), reps)
+        feats_by_mode[mode] = backbone(x_img)
+    ref = feats_by_mode["fp32"]
+    out["backbone_img_s_by_mode"] = rates
+    out["bf16_feature_rel_error"] = float((feats_by_mode["bf16"] - ref).norm() / ref.norm())
+    chosen = precision.probe(vgg.features, torch.device("cpu"), crop).chosen
+    backbone.set_precision(chosen)
+    out["precision_chosen"] = chosen
+    out["backbone_img_s"] = rates[chosen]
+    bb_peak = out["matmul_gflops_bf16"] if chosen == "bf16" else out["matmul_gflops"]
+    out["backbone_fraction_of_matmul"] = f_bb * rates[chosen] / 1e9 / bb_peak
+
+    # head: one run as train_run steps it
     feats = backbone(x_img)
     y = torch.randint(0, 2, (b,))
-    opt = torch.optim.Adam(head.param_groups(1e-5))
+    opt = torch.optim.Adam(head.param_groups(1e-5), fused=True)
 
     def head_step():
         head.train()
@@ -104,35 +129,109 @@ def main() -> None:
         F.cross_entropy(head(f), y).backward()
         opt.step()
 
-    t_head = timed(head_step, reps * 3) / b
-    t_bb = timed(lambda: backbone(x_img), reps) / b
+    t_head_single = timed(head_step, reps * 2) / b
+    # the batched sweep step: `slots` runs at once
+    slots = args.slots
+    heads = StackedHeads(slots, torch.device("cpu"), head.fc2.in_features, feats.shape[1], 2)
+    for s in range(slots):
+        heads.load(s, head)
+    xs = feats.unsqueeze(0).expand(slots, -1, -1).contiguous()
+    ys = y.unsqueeze(0).expand(slots, -1).contiguous()
+    ws = torch.full((slots, b), 1.0 / b)
+    keep = torch.from_numpy(np.random.default_rng(1).integers(0, 2, size=(2, slots, b, heads.p[2].shape[1]))
+                            .astype(np.float32))
+    t_head = timed(lambda: heads.step(slots, xs, ys, ws, (keep[0], keep[1]), 1e-5), reps * 2) / (slots * b)
+    t_adam = timed(lambda: heads._adam(slots, 1e-5), reps) / (slots * b)
+    peak = out["matmul_gflops"]
+    out["head_img_s_single_run"] = 1 / t_head_single
+    out["head_img_s"] = 1 / t_head
+    out["head_slots"] = slots
+    out["head_fraction_of_matmul"] = f_train / t_head / 1e9 / peak
+    out["head_fraction_of_matmul_single_run"] = f_train / t_head_single / 1e9 / peak
+    out["head_adam_share"] = t_adam / t_head
+    t_bb = 1 / rates[chosen]
     t_full = timed(per_epoch_step, reps) / b
-    train_flops_head = 3 * f_head  # forward + backward (2x)
-    print(f"bank training:      {1 / t_head:8.0f} images/s  "
-          f"({train_flops_head / t_head / 1e9:.1f} GFLOP/s = {train_flops_head / t_head / 1e9 / peak:.2f} of matmul)")
-    print(f"per-epoch training: {1 / t_full:8.0f} images/s  "
-          f"({(f_bb + train_flops_head) / t_full / 1e9:.1f} GFLOP/s = "
-          f"{(f_bb + train_flops_head) / t_full / 1e9 / peak:.2f} of matmul)")
-    print(f"backbone inference: {1 / t_bb:8.0f} images/s  ({f_bb / t_bb / 1e9:.1f} GFLOP/s = "
-          f"{f_bb / t_bb / 1e9 / peak:.2f} of matmul)")
+    out["per_epoch_img_s"] = 1 / t_full
     with tempfile.TemporaryDirectory() as d:
         state = {"head": head.state_dict(), "optimizer": opt.state_dict()}
         t_ck = timed(lambda: save_torch(state, Path(d) / "checkpoint.pt"), 1 if args.quick else 2)
-        size = (Path(d) / "checkpoint.pt").stat().st_size
-    print(f"checkpoint: {size / 1e6:.0f} MB written atomically in {t_ck:.2f} s (once per epoch)")
+        out["checkpoint_mb"] = (Path(d) / "checkpoint.pt").stat().st_size / 1e6
+    out["checkpoint_s"] = t_ck
 
     # sweep: seeds x (random + hold-outs); each run trains on ~60% of the pool and evaluates the rest
     runs = args.seeds * (1 + args.massifs)
     n_train, n_eval = int(0.6 * args.pool), args.pool - int(0.6 * args.pool)
-    k = DEFAULT_VIEWS
-    bank_cost = args.pool * (k + 1) * t_bb + runs * args.epochs * (n_train * t_head + t_ck)
-    per_epoch_cost = runs * (args.epochs * (n_train * t_full + t_ck) + n_eval * t_bb)
-    print(f"sweep: {args.seeds} seeds x (random + {args.massifs} hold-outs) = {runs} runs, pool {args.pool}, "
-          f"{args.epochs} epochs each, K = {k} views")
-    print(f"  feature bank: {bank_cost / 3600:8.2f} h  (bank {args.pool * (k + 1) * t_bb / 60:.1f} min once, "
-          f"then {args.epochs * (n_train * t_head + t_ck):.0f} s per run)")
-    print(f"  per-epoch:    {per_epoch_cost / 3600:8.2f} h  ({args.epochs * n_train * t_full / 60:.1f} min per run)")
-    print(f"  ratio per-epoch / bank: {per_epoch_cost / bank_cost:.1f}x")
+    k, e = DEFAULT_VIEWS, args.epochs
+    bank_s = args.pool * (k + 1) * t_bb
+    train_s = runs * e * n_train * t_head
+    ckpt_s = runs * t_ck * (1 + train_s / 600.0 / runs)  # at the end of each run + one round per 600 s
+    out["sweep"] = {"runs": runs, "pool": args.pool, "epochs": e, "views": k, "n_train": n_train}
+    out["sweep_s_bank"] = bank_s + train_s + ckpt_s
+    out["sweep_s_bank_features"] = bank_s
+    out["sweep_s_per_epoch"] = runs * (e * (n_train * t_full + t_ck) + n_eval * t_bb)
+    out["sweep_ratio_per_epoch_over_bank"] = out["sweep_s_per_epoch"] / out["sweep_s_bank"]
+    floor = (args.pool * (k + 1) * f_bb / bb_peak + runs * e * n_train * f_train / peak) / 1e9
+    out["sweep_s_flop_floor"] = floor
+    out["sweep_over_flop_floor"] = out["sweep_s_bank"] / floor
+    # the same sweep, per-epoch loop with an fp32 backbone (today's reference before the probe)
+    t_full_fp32 = t_full - t_bb + 1 / rates["fp32"]
+    out["sweep_s_per_epoch_fp32_backbone"] = runs * (e * (n_train * t_full_fp32 + t_ck) + n_eval / rates["fp32"])
+    out["sweep_ratio_per_epoch_fp32_over_bank"] = out["sweep_s_per_epoch_fp32_backbone"] / out["sweep_s_bank"]
+    return out
+
+
+def report(o: dict) -> None:
+    print(f"threads: {o['threads']}  matmul: fp32 {o['matmul_gflops']:.1f} GFLOP/s, bf16 {o['matmul_gflops_bf16']:.1f} GFLOP/s")
+    print(f"FLOPs/image: backbone {o['flops_backbone'] / 1e9:.3f} G at 50x50; folded head fwd "
+          f"{o['flops_head_fwd'] / 1e6:.1f} M (unfolded torchvision classifier fwd "
+          f"{o['flops_unfolded_classifier_fwd'] / 1e6:.1f} M); head training step {o['flops_head_train'] / 1e6:.1f} M")
+    modes = ", ".join(f"{m} {r:.0f}" for m, r in o["backbone_img_s_by_mode"].items())
+    print(f"backbone inference: {modes} images/s; probe chose {o['precision_chosen']} "
+          f"({o['backbone_fraction_of_matmul']:.2f} of its matmul rate); bf16 features vs fp32: relative error "
+          f"{o['bf16_feature_rel_error']:.2g}")
+    print(f"head training, one run (train_run):  {o['head_img_s_single_run']:8.0f} images/s "
+          f"({o['head_fraction_of_matmul_single_run']:.2f} of fp32 matmul)")
+    print(f"head training, sweep of {o['head_slots']} (bmm):   {o['head_img_s']:8.0f} images/s "
+          f"({o['head_fraction_of_matmul']:.2f} of fp32 matmul; Adam {o['head_adam_share']:.0%} of the step)")
+    print(f"per-epoch training: {o['per_epoch_img_s']:8.0f} images/s (backbone {o['precision_chosen']} + head)")
+    print(f"checkpoint: {o['checkpoint_mb']:.0f} MB written atomically in {o['checkpoint_s']:.2f} s")
+    s = o["sweep"]
+    print(f"sweep: {s['runs']} runs, pool {s['pool']}, {s['epochs']} epochs each, K = {s['views']} views "
+          f"(extrapolated from the per-step costs above)")
+    print(f"  batched bank sweep: {o['sweep_s_bank'] / 3600:8.2f} h  (bank {o['sweep_s_bank_features'] / 60:.1f} min once); "
+          f"FLOP floor {o['sweep_s_flop_floor'] / 3600:.2f} h -> {o['sweep_over_flop_floor']:.2f}x the floor")
+    print(f"  per-epoch loop:     {o['sweep_s_per_epoch'] / 3600:8.2f} h  (backbone {o['precision_chosen']}); "
+          f"{o['sweep_s_per_epoch_fp32_backbone'] / 3600:.2f} h with an fp32 backbone")
+    print(f"  ratio per-epoch / bank: {o['sweep_ratio_per_epoch_over_bank']:.1f}x "
+          f"({o['sweep_ratio_per_epoch_fp32_over_bank']:.1f}x against the fp32 per-epoch loop)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--pool", type=int, default=1316, help="pool size (paper: 658 positives + 658 negatives)")
+    ap.add_argument("--massifs", type=int, default=16, help="hold-outs in the sweep (paper: 16 mountain chains)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=250, help="epochs per run (upper bound; early stopping is less)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--slots", type=int, default=4, help="runs per batched sweep step")
+    args = ap.parse_args(argv)
+    o = measure(args)
+    report(o)
+    if args.json is not None:
+        write_figures(args.json, o)
+    return o
+
+
+def write_figures(path: Path, figures: dict) -> None:
+    """The figures as JSON (atomic), with the UTC time of the run."""
+    import datetime as dt
+
+    from avalanche_hpc.atomic import write_json
+
+    write_json(path, {**figures, "measured_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    print(f"figures -> {path}")
 
 
 if __name__ == "__main__":

@@ -129,8 +129,10 @@ def data_digest(rows: np.ndarray, patches: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def bank_key(data_sha: str, weights_ident: str, n_views: int, crop: int) -> str:
+def bank_key(data_sha: str, weights_ident: str, n_views: int, crop: int, precision: str = "fp32") -> str:
     text = f"v{BANK_VERSION}|{data_sha}|{weights_ident}|K{n_views}|crop{crop}|seed{VIEW_SEED}|scale{INPUT_SCALE_DB}"
+    if precision != "fp32":  # fp32 banks keep their earlier keys
+        text += f"|{precision}"
     return sha256_text(text)[:20]
 
 
@@ -166,9 +168,11 @@ def write_bank(bank: FeatureBank, path: Path, attrs: dict) -> Path:
 
 def load_or_build_bank(features_dir: Path, backbone_factory, rows: np.ndarray, patches: np.ndarray,
                        data_sha: str, weights_ident: str, n_views: int = DEFAULT_VIEWS, crop: int = 50,
-                       progress: bool = True) -> FeatureBank:
-    """The cached bank for these rows/patches/weights, computed and written when absent."""
-    path = bank_path(features_dir, bank_key(data_sha, weights_ident, n_views, crop))
+                       progress: bool = True, precision: str = "fp32") -> FeatureBank:
+    """The cached bank for these rows/patches/weights, computed and written when absent.
+
+    ``precision``: the backbone's mode (``precision.py``); part of the key."""
+    path = bank_path(features_dir, bank_key(data_sha, weights_ident, n_views, crop, precision))
     if path.is_file():
         try:
             bank = read_bank(path)
@@ -178,8 +182,9 @@ def load_or_build_bank(features_dir: Path, backbone_factory, rows: np.ndarray, p
         except OSError as e:
             log.warning("feature bank %s unreadable (%s): recomputing", path, e)
     log.info("feature bank: computing %d patches x %d views -> %s", len(rows), n_views + 1, path)
-    bank = build_bank(backbone_factory(), rows, patches, n_views, crop, progress=progress)
+    bank = build_bank(backbone_factory().set_precision(precision), rows, patches, n_views, crop, progress=progress)
     write_bank(bank, path, {"data_sha256": data_sha, "weights": weights_ident, "views": n_views, "crop": crop,
-                            "view_seed": VIEW_SEED, "input_scale_db": INPUT_SCALE_DB, "version": BANK_VERSION})
+                            "view_seed": VIEW_SEED, "input_scale_db": INPUT_SCALE_DB, "version": BANK_VERSION,
+                            "precision": precision})
     bank.path = path
     return bank

@@ -69,20 +69,30 @@ def build_vgg16(weights: ResolvedWeights, n_classes: int = N_CLASSES) -> nn.Modu
 class Backbone(nn.Module):
     """The frozen convolutional part: (N, 3, c, c) inputs -> (N, 512) features (c in 32..63)."""
 
-    def __init__(self, vgg: nn.Module):
+    def __init__(self, vgg: nn.Module, precision: str = "fp32"):
         super().__init__()
         self.features = vgg.features
         for p in self.features.parameters():
             p.requires_grad_(False)
         self.eval()
+        self.set_precision(precision)
+
+    def set_precision(self, mode: str) -> Backbone:
+        """fp32 (NCHW), fp32-cl (channels-last) or bf16 (autocast, channels-last): see precision.py."""
+        from avalanche_hpc.learn import precision
+
+        self.precision = precision.check_mode(mode)
+        precision.apply(self.features, mode)
+        return self
 
     def train(self, mode: bool = True) -> Backbone:  # frozen: always eval
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features on the backbone's device (inputs are moved there)."""
-        with torch.inference_mode():
-            f = self.features(x.to(next(self.features.parameters()).device))
+        from avalanche_hpc.learn.precision import run_features
+
+        f = run_features(self.features, x.to(next(self.features.parameters()).device), self.precision)
         if f.shape[-2:] != (1, 1):
             raise ConfigError(f"backbone map is {tuple(f.shape[-2:])}, not 1x1: inputs must be {MIN_CROP}..{MAX_CROP} px")
         return f.flatten(1).clone()

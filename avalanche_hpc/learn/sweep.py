@@ -49,13 +49,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.learn import train as T
-from avalanche_hpc.learn.features import DEFAULT_VIEWS, FeatureBank, load_or_build_bank
+from avalanche_hpc.learn.features import DEFAULT_VIEWS, load_or_build_bank
 from avalanche_hpc.learn.model import DROPOUT, FOLD_FACTOR, Backbone, Head, build_vgg16, init_head
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
 from avalanche_hpc.learn.weights import resolve_weights
@@ -255,6 +254,7 @@ def train_sweep(
     slots: int = DEFAULT_SLOTS,
     checkpoint_interval_s: float = SWEEP_CHECKPOINT_INTERVAL_S,
     stop_after_epochs: int | None = None,
+    precision: str = "auto",
 ) -> list[Path]:
     """Train every (split, seed) of ``splits x seeds`` as one batched model; returns the run directories.
 
@@ -276,10 +276,12 @@ def train_sweep(
     for s in splits:
         validate_split(s, study.config.massifs)
     settings = T.TrainSettings(max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr,
-                               n_views=n_views, crop=crop, feature_bank=True)
+                               n_views=n_views, crop=crop, feature_bank=True, precision=precision)
     settings.validate()
     resolved = resolve_weights(weights, weights_sha256)
     dev = T.select_device(device)
+    features_dir = study.runs_dir(experiment) / "features"
+    settings = T.resolve_settings_precision(settings, features_dir, resolved, dev)
 
     # data: the splits partition one pool; the patches are read once
     tables = {s: read_split(make_split(root, experiment, s, split_seed)) for s in splits}
@@ -332,10 +334,10 @@ def train_sweep(
     def backbone_factory() -> Backbone:
         nonlocal vgg
         vgg = vgg if vgg is not None else build_vgg16(resolved)
-        return Backbone(vgg).to(dev)
+        return Backbone(vgg, settings.precision).to(dev)
 
-    bank = load_or_build_bank(study.runs_dir(experiment) / "features", backbone_factory, rows, first.patches,
-                              first.digest, resolved.ident, n_views, crop, progress=progress)
+    bank = load_or_build_bank(features_dir, backbone_factory, rows, first.patches, first.digest, resolved.ident,
+                              n_views, crop, progress=progress, precision=settings.precision)
     if resolved.kind != "none" and vgg is None:
         vgg = build_vgg16(resolved)
     sources = {s: T.ViewSource(datas[s], settings, bank, None, dev) for s in {s for s, _ in todo}}

@@ -65,6 +65,7 @@ from avalanche_hpc.learn.model import (
     check_crop,
     init_head,
 )
+from avalanche_hpc.learn.precision import MODES
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
 from avalanche_hpc.learn.weights import resolve_weights
 from avalanche_hpc.store.layout import read_meta, read_patches
@@ -99,6 +100,7 @@ class TrainSettings:
     n_views: int = DEFAULT_VIEWS  # feature-bank views per sample (besides the centre view)
     crop: int = 50  # px
     feature_bank: bool = True
+    precision: str = "fp32"  # the backbone's (precision.py): fp32, fp32-cl or bf16; "auto" is resolved first
 
     def validate(self) -> None:
         bad = []
@@ -112,9 +114,22 @@ class TrainSettings:
             bad.append(f"lr={self.lr} must be > 0")
         if self.n_views < 1:
             bad.append(f"n_views={self.n_views} must be >= 1")
+        if self.precision not in (*MODES, "auto"):
+            bad.append(f"precision={self.precision!r} must be auto or one of {MODES}")
         if bad:
             raise ConfigError("; ".join(bad))
         check_crop(self.crop)
+
+
+def resolve_settings_precision(settings: TrainSettings, features_dir: Path, weights, device: torch.device) -> TrainSettings:
+    """``settings`` with "auto" precision replaced by the experiment's measured choice (precision.py)."""
+    from dataclasses import replace
+
+    from avalanche_hpc.learn.precision import experiment_precision
+
+    mode = experiment_precision(features_dir, settings.precision,
+                                lambda: build_vgg16(weights).features.to(device), device, settings.crop)
+    return replace(settings, precision=mode)
 
 
 def run_dir(study: Study, experiment: str, split: str, seed: int) -> Path:
@@ -300,6 +315,7 @@ def train_run(
     on_epoch_end: Callable[[int], None] | None = None,
     device: str = "auto",
     checkpoint_interval_s: float = 0.0,
+    precision: str = "auto",
 ) -> Path:
     """Train (or resume, or skip when complete) one CNN run; returns its run directory.
 
@@ -310,7 +326,8 @@ def train_run(
     with ``torch.cuda.set_device`` - else the CPU), "cpu", or "cuda[:N]". ``checkpoint_interval_s``:
     0 (default) writes ``checkpoint.pt`` after every epoch; > 0 at most that often (and always
     after the last epoch of the call) - the checkpoint is ~230 MB, and a resumed run replays
-    the missing epochs deterministically, so only time is lost.
+    the missing epochs deterministically, so only time is lost. ``precision``: the backbone's
+    (``precision.py``; "auto" measures once per experiment).
     """
     root = Path(root)
     rank, world = _world(dist)
@@ -318,7 +335,7 @@ def train_run(
     study = Study.load(root)
     validate_split(split, study.config.massifs)
     settings = TrainSettings(max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr,
-                             n_views=n_views, crop=crop, feature_bank=feature_bank)
+                             n_views=n_views, crop=crop, feature_bank=feature_bank, precision=precision)
     settings.validate()
     if batch_size < world:
         raise ConfigError(f"batch_size {batch_size} is smaller than the {world} ranks")
@@ -326,9 +343,13 @@ def train_run(
     device = select_device(device)
     out = run_dir(study, experiment, split, seed)
 
+    features_dir = study.runs_dir(experiment) / "features"
     if main:
         split_csv = make_split(root, experiment, split, split_seed)
+        settings = resolve_settings_precision(settings, features_dir, resolved, device)
     _barrier(dist)
+    if not main:  # reads rank 0's choice
+        settings = resolve_settings_precision(settings, features_dir, resolved, device)
     split_csv = study.runs_dir(experiment) / split / "split.csv"
     data = load_run_data(study, split_csv)
     record = _settings_record(study, experiment, split, seed, split_seed, resolved.as_record(), settings, data.digest)
@@ -360,19 +381,18 @@ def train_run(
     def backbone_factory() -> Backbone:
         nonlocal vgg
         vgg = vgg if vgg is not None else build_vgg16(resolved)
-        return Backbone(vgg).to(device)
+        return Backbone(vgg, settings.precision).to(device)
 
     bank = None
     if feature_bank:
-        features_dir = study.runs_dir(experiment) / "features"
         rows = data.table["store_row"].to_numpy(dtype=np.int64)
         if main:
             bank = load_or_build_bank(features_dir, backbone_factory, rows, data.patches, data.digest,
-                                      resolved.ident, n_views, crop, progress=progress)
+                                      resolved.ident, n_views, crop, progress=progress, precision=settings.precision)
         _barrier(dist)
         if not main:
             bank = load_or_build_bank(features_dir, backbone_factory, rows, data.patches, data.digest,
-                                      resolved.ident, n_views, crop, progress=False)
+                                      resolved.ident, n_views, crop, progress=False, precision=settings.precision)
         source = ViewSource(data, settings, bank, None, device)
     else:
         source = ViewSource(data, settings, None, backbone_factory(), device)

@@ -131,8 +131,11 @@ class StudyInputs:
 
     def settings(self) -> dict:
         cfg = self.study.config
-        return {"version": PREPROCESS_VERSION, "patch_size": cfg.patch_size, "units": cfg.units,
-                "channels": list(CHANNELS), "deposition": self.deposition.attrs.get("digest")}
+        out = {"version": PREPROCESS_VERSION, "patch_size": cfg.patch_size, "units": cfg.units,
+               "channels": list(CHANNELS), "deposition": self.deposition.attrs.get("digest")}
+        if cfg.patch_dtype != "float32":  # float32 shards keep their digests
+            out["patch_dtype"] = cfg.patch_dtype
+        return out
 
     def scene_fingerprints(self, orbit: str, date: dt.date) -> dict[str, str]:
         out = {}
@@ -379,7 +382,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         "units": "dB", "elevation_units": "m", "slope_units": "degrees",
         "aspect_units": "degrees clockwise from north (downslope direction)",
     }
-    write_patches(shard, patches, meta, attrs)
+    write_patches(shard, patches, meta, attrs, dtype=study.config.patch_dtype)
     log.debug("%s: %d patches -> %s", acq.key, len(meta), shard)
     return shard, True
 

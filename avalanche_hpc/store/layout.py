@@ -2,8 +2,9 @@
 
 Layout of ``STUDY/work/patches.h5`` (and of each shard, which holds the rows of one date)::
 
-    /patches            float32 (N, 3, P, P), dB, NaN where invalid (nodata, layover/shadow)
-                        attrs: channels = ["VV*", "VV*_old", "VHdiff"], units = "dB"
+    /patches            float32 or float16 (N, 3, P, P), dB, NaN where invalid (nodata, layover/shadow)
+                        attrs: channels = ["VV*", "VV*_old", "VHdiff"], units = "dB",
+                        stored_dtype = "float32" | "float16" (the study's ``patch_dtype``)
     /meta/<column>      one 1-D dataset per metadata column (strings: UTF-8 variable length)
     attrs               schema_version, study name, created_by (version), inputs/settings digest
 
@@ -11,7 +12,9 @@ Metadata columns (``META_COLUMNS``); the key of a row is (season, orbit, date, p
 
 This module is the only place that knows the layout. Readers use ``read_meta`` and
 ``read_patches``; writers use ``write_patches`` or, for a store larger than memory,
-``open_patch_writer`` (both atomic: temp file + fsync + rename). Every file is opened with
+``open_patch_writer`` (both atomic: temp file + fsync + rename). ``read_patches`` returns
+float32 whatever the stored dtype (float16 halves the file and its write: dB values need ~3
+significant digits, float16 keeps 3.3; ``docs/benchmarks.md`` has the measured error and accuracy). Every file is opened with
 ``open_h5`` (HDF5 file locking off: files are never modified after the rename, and shared
 cluster filesystems often refuse the lock). The merged store may instead be an HDF5 virtual
 dataset over the shards (``merge.py``); readers do not see the difference.
@@ -32,6 +35,7 @@ import pandas as pd
 from avalanche_hpc.atomic import atomic_path
 
 SCHEMA_VERSION = 1
+PATCH_DTYPES = ("float32", "float16")
 CHANNELS = ("VV*", "VV*_old", "VHdiff")
 KEY_COLUMNS = ("season", "orbit", "date", "path_id")
 # column -> numpy kind: "str" or a numpy dtype
@@ -112,14 +116,30 @@ def _pause_for_tests(tmp: Path) -> None:
 PAUSE_ENV = "AVALANCHE_HPC_PAUSE_BEFORE_RENAME"
 
 
+def _check_dtype(dtype: str) -> np.dtype:
+    if dtype not in PATCH_DTYPES:
+        raise ValueError(f"patch dtype {dtype!r}: use one of {PATCH_DTYPES}")
+    return np.dtype(dtype)
+
+
+def _patch_attrs(ds: h5py.Dataset) -> None:
+    ds.attrs["channels"] = list(CHANNELS)
+    ds.attrs["units"] = "dB"
+    ds.attrs["stored_dtype"] = str(ds.dtype)
+
+
 def write_patches(
     path: str | os.PathLike[str],
     patches: np.ndarray,
     meta: pd.DataFrame,
     attrs: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
 ) -> Path:
-    """Write patches + metadata atomically to ``path`` (a shard or a consolidated store)."""
+    """Write patches + metadata atomically to ``path`` (a shard or a consolidated store).
+
+    ``dtype``: "float32" or "float16" (rounded to nearest; NaN stays NaN)."""
     path = Path(path)
+    np_dtype = _check_dtype(dtype)
     if patches.ndim != 4 or patches.shape[1] != len(CHANNELS) or patches.shape[2] != patches.shape[3]:
         raise ValueError(f"patches must be (N, {len(CHANNELS)}, P, P), got {patches.shape}")
     _check_meta(meta, patches.shape[0])
@@ -127,9 +147,8 @@ def write_patches(
         with open_h5(tmp, "w") as f:
             # contiguous: one patch is one contiguous 3*P*P*4-byte run, so a random single-patch
             # read is one read, and writing a shard is one large write (no per-chunk overhead)
-            f.create_dataset("patches", data=patches.astype(np.float32, copy=False))
-            f["patches"].attrs["channels"] = list(CHANNELS)
-            f["patches"].attrs["units"] = "dB"
+            f.create_dataset("patches", data=patches.astype(np_dtype, copy=False))
+            _patch_attrs(f["patches"])
             _write_meta(f, meta)
             _write_attrs(f, attrs)
         _pause_for_tests(tmp)
@@ -143,6 +162,7 @@ def open_patch_writer(
     patch_size: int,
     meta: pd.DataFrame,
     attrs: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
 ) -> Iterator[h5py.Dataset]:
     """Stream a large store: yields the empty ``/patches`` dataset (N, 3, P, P) to fill by slices.
 
@@ -154,9 +174,9 @@ def open_patch_writer(
     _check_meta(meta, n)
     with atomic_path(path) as tmp:
         with open_h5(tmp, "w") as f:
-            ds = f.create_dataset("patches", shape=(n, len(CHANNELS), patch_size, patch_size), dtype=np.float32)
-            ds.attrs["channels"] = list(CHANNELS)
-            ds.attrs["units"] = "dB"
+            ds = f.create_dataset("patches", shape=(n, len(CHANNELS), patch_size, patch_size),
+                                  dtype=_check_dtype(dtype))
+            _patch_attrs(ds)
             _write_meta(f, meta)
             _write_attrs(f, attrs)
             yield ds
@@ -179,17 +199,23 @@ def read_meta(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def read_patches(path: str | os.PathLike[str], rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-    """Patches for ``rows`` (all when None), float32 (n, 3, P, P)."""
+    """Patches for ``rows`` (all when None), float32 (n, 3, P, P), whatever the stored dtype."""
     with open_h5(path) as f:
         ds = f["patches"]
         if rows is None:
-            return ds[()]
+            return ds[()].astype(np.float32, copy=False)
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows)
         out = np.empty((len(rows), *ds.shape[1:]), dtype=np.float32)
         if len(rows):
             out[order] = ds[rows[order]] if np.all(np.diff(rows[order]) > 0) else np.stack([ds[i] for i in rows[order]])
         return out
+
+
+def patch_dtype(path: str | os.PathLike[str]) -> str:
+    """The stored dtype of ``/patches`` ("float32" or "float16")."""
+    with open_h5(path) as f:
+        return str(f["patches"].dtype)
 
 
 def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -105,19 +105,20 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     attrs = {
         "digest": digest, "layout": layout, "n_shards": len(shards), "study": study.config.name,
         "patch_size": p, "created_by": f"avalanche-hpc {__version__}", "units": "dB",
+        "patch_dtype": study.config.patch_dtype,
     }
     if layout == "consolidated":
-        _merge_consolidated(store, shards, sizes, meta, attrs, p, progress)
+        _merge_consolidated(store, shards, sizes, meta, attrs, p, progress, study.config.patch_dtype)
     else:
-        _merge_virtual(store, shards, sizes, meta, attrs, p)
+        _merge_virtual(store, shards, sizes, meta, attrs, p, study.config.patch_dtype)
     log.info("patch store (%s): %d patches from %d shards -> %s", layout, n, len(shards), store)
     return store
 
 
-def _merge_consolidated(store, shards, sizes, meta, attrs, p, progress) -> None:
+def _merge_consolidated(store, shards, sizes, meta, attrs, p, progress, dtype: str = "float32") -> None:
     from rich.progress import Progress
 
-    with open_patch_writer(store, len(meta), p, meta, attrs) as ds, Progress(disable=not progress) as bar:
+    with open_patch_writer(store, len(meta), p, meta, attrs, dtype=dtype) as ds, Progress(disable=not progress) as bar:
         tid = bar.add_task("merge", total=len(shards))
         start = 0
         for (_, path, _), n in zip(shards, sizes, strict=False):
@@ -130,9 +131,9 @@ def _merge_consolidated(store, shards, sizes, meta, attrs, p, progress) -> None:
             bar.advance(tid)
 
 
-def _merge_virtual(store, shards, sizes, meta, attrs, p) -> None:
+def _merge_virtual(store, shards, sizes, meta, attrs, p, dtype: str = "float32") -> None:
     shape = (len(meta), len(CHANNELS), p, p)
-    vlayout = h5py.VirtualLayout(shape=shape, dtype=np.float32)
+    vlayout = h5py.VirtualLayout(shape=shape, dtype=np.dtype(dtype))
     start = 0
     for (_, path, _), n in zip(shards, sizes, strict=False):
         if n:
@@ -143,6 +144,7 @@ def _merge_virtual(store, shards, sizes, meta, attrs, p) -> None:
         f.create_virtual_dataset("patches", vlayout, fillvalue=np.nan)
         f["patches"].attrs["channels"] = list(CHANNELS)
         f["patches"].attrs["units"] = "dB"
+        f["patches"].attrs["stored_dtype"] = dtype
         _write_meta(f, meta)
         _write_attrs(f, attrs)
 
@@ -178,8 +180,8 @@ def verify_store(root: Path) -> list[Problem]:
         if ds.ndim != 4 or ds.shape[1:] != (len(CHANNELS), p, p):
             bad("/patches", f"shape {ds.shape}, expected (N, {len(CHANNELS)}, {p}, {p})")
             return problems
-        if ds.dtype != np.float32:
-            bad("/patches", f"dtype {ds.dtype}, expected float32")
+        if ds.dtype != np.dtype(study.config.patch_dtype):
+            bad("/patches", f"dtype {ds.dtype}, expected {study.config.patch_dtype} (study.toml patch_dtype)")
         if list(ds.attrs.get("channels", [])) != list(CHANNELS):
             bad("/patches attrs/channels", f"{list(ds.attrs.get('channels', []))}, expected {list(CHANNELS)}")
         if ds.is_virtual:

@@ -1,0 +1,164 @@
+"""Precision and memory layout of the frozen backbone, chosen by measurement on this machine.
+
+bfloat16 is not a free win everywhere: on a CPU with matrix units (Intel AMX, ``amx_bf16``) a
+bf16 convolution runs several times faster than fp32, on one without them it runs at about half
+the fp32 rate. So the backbone's precision is a setting:
+
+- ``"fp32"``: float32, NCHW (the reference);
+- ``"bf16"``: bfloat16 autocast with channels-last tensors (oneDNN's fast path on CPU; the
+  tensor cores' on CUDA); features are returned as float32;
+- ``"auto"`` (default): ``probe()`` times the backbone on a small batch in each mode (fp32 NCHW,
+  fp32 channels-last, bf16 channels-last), checks that bf16 features agree with fp32 ones
+  (relative error below ``BF16_MAX_REL_ERROR``), and takes the fastest mode that passes; bf16
+  only when it is at least ``BF16_MIN_SPEEDUP`` x faster than the best fp32 mode. The result is
+  memoised per process and device; ``AVALANCHE_HPC_PRECISION`` (fp32, fp32-cl, bf16) overrides it
+  without a probe (e.g. to pin a cluster's choice in a job script).
+
+The chosen mode is part of a run's settings (``config.json``) and of the feature bank's key: bf16
+features differ from fp32 ones in the third significant digit, so banks of the two never mix.
+The measured speed and accuracy change are in docs/benchmarks.md. The trained head stays fp32:
+its products are skinny (batch 64) and its Adam update is memory-bound, where autocast's weight
+casts cost more than bf16 saves (measured by ``benchmarks/bench_train.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from avalanche_hpc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MODES = ("fp32", "fp32-cl", "bf16")
+ENV = "AVALANCHE_HPC_PRECISION"
+BF16_MIN_SPEEDUP = 1.2
+BF16_MAX_REL_ERROR = 0.02
+_MEMO: dict[str, Probe] = {}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What ``probe`` measured (images/s per mode) and chose."""
+
+    device: str
+    images_per_s: dict[str, float]
+    bf16_rel_error: float
+    chosen: str
+    source: str  # "probe" or "env"
+
+    def as_record(self) -> dict:
+        return asdict(self)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in (*MODES, "auto"):
+        raise ConfigError(f"precision {mode!r}: use auto, {', '.join(MODES)}")
+    return mode
+
+
+def autocast(mode: str, device: torch.device):
+    """The autocast context of ``mode`` (a no-op for the fp32 modes)."""
+    if mode == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(mode: str) -> torch.memory_format:
+    return torch.contiguous_format if mode == "fp32" else torch.channels_last
+
+
+def apply(module: nn.Module, mode: str) -> nn.Module:
+    """Put ``module``'s weights in ``mode``'s memory layout (weights stay fp32; autocast casts)."""
+    return module.to(memory_format=memory_format(mode))
+
+
+def run_features(features: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
+    """``features(x)`` in ``mode``, float32 out; ``x`` on the module's device."""
+    with torch.inference_mode(), autocast(mode, x.device):
+        out = features(x.contiguous(memory_format=memory_format(mode)))
+    return out.float()
+
+
+def probe(features: nn.Module, device: torch.device, crop: int = 50, batch: int = 8, reps: int = 2) -> Probe:
+    """Time ``features`` (a VGG16 ``features`` block) in every mode; choose. Memoised per device."""
+    key = str(device)
+    env = os.environ.get(ENV)
+    if env:
+        if env not in MODES:
+            raise ConfigError(f"{ENV}={env!r}: use one of {', '.join(MODES)} (or unset it to measure)")
+        return Probe(key, {}, float("nan"), env, "env")
+    if key in _MEMO:
+        return _MEMO[key]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, crop, crop, generator=g).to(device)
+    rate, outs = {}, {}
+    for mode in MODES:
+        apply(features, mode)
+        run_features(features, x, mode)  # warm-up (oneDNN primitive creation)
+        best = float("inf")
+        for _ in range(reps):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            outs[mode] = run_features(features, x, mode)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - t)
+        rate[mode] = batch / best
+    apply(features, "fp32")
+    ref = outs["fp32"]
+    err = float((outs["bf16"] - ref).norm() / ref.norm().clamp_min(1e-30))
+    fp32_best = max(("fp32", "fp32-cl"), key=lambda m: rate[m])
+    chosen = fp32_best
+    if rate["bf16"] >= BF16_MIN_SPEEDUP * rate[fp32_best] and err <= BF16_MAX_REL_ERROR:
+        chosen = "bf16"
+    result = Probe(key, {m: round(r, 1) for m, r in rate.items()}, err, chosen, "probe")
+    log.info("backbone precision probe on %s: %s img/s, bf16 relative error %.2g -> %s",
+             key, result.images_per_s, err, chosen)
+    _MEMO[key] = result
+    return result
+
+
+def resolve(mode: str, features_factory, device: torch.device, crop: int = 50) -> tuple[str, Probe | None]:
+    """The concrete mode for ``mode`` ("auto" -> the probe's choice, via ``features_factory()``)."""
+    check_mode(mode)
+    if mode != "auto":
+        return mode, None
+    p = probe(features_factory(), device, crop)
+    return p.chosen, p
+
+
+def experiment_precision(features_dir, mode: str, features_factory, device: torch.device, crop: int = 50) -> str:
+    """The concrete mode of an experiment: ``mode`` itself, or for "auto" the probe's choice.
+
+    The choice is measured once per experiment and device type and kept in
+    ``runs/{experiment}/features/precision-{device type}.json`` (with the figures), so every seed
+    and split of the experiment uses the same mode and the same feature bank.
+    """
+    import json
+    from pathlib import Path
+
+    from avalanche_hpc.atomic import write_json
+
+    check_mode(mode)
+    if mode != "auto":
+        return mode
+    path = Path(features_dir) / f"precision-{device.type}.json"
+    if path.is_file():
+        try:
+            chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
+            if chosen in MODES:
+                return chosen
+        except (OSError, ValueError, KeyError):
+            pass
+    p = probe(features_factory(), device, crop)
+    if p.source == "probe":
+        write_json(path, p.as_record())
+    return p.chosen
