@@ -44,8 +44,10 @@ def train(
     views: Annotated[int, typer.Option("--views", help="Augmented views per patch in the feature bank.")] = 16,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu or cuda[:N].")] = "auto",
     checkpoint_interval: Annotated[float, typer.Option(
-        "--checkpoint-interval", help="Seconds between checkpoints (0: after every epoch).")] = 0.0,
+        "--checkpoint-interval", help="Seconds between checkpoints (0: after every epoch).")] = 60.0,
     split_seed: SplitSeedOpt = 0,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="Backbone precision: auto (measured once per experiment), fp32, fp32-cl or bf16.")] = "auto",
     force: ForceOpt = False,
 ) -> None:
     """Train the VGG16 transfer model on one split and seed (resumes from its checkpoint; skips complete runs)."""
@@ -54,8 +56,47 @@ def train(
     name = _split_name(study, split, holdout)
     out = train_run(study, experiment, name, seed, weights, max_epochs, not no_feature_bank,
                     split_seed=split_seed, weights_sha256=weights_sha256, patience=patience, n_views=views,
-                    device=device, checkpoint_interval_s=checkpoint_interval, force=force)
+                    device=device, checkpoint_interval_s=checkpoint_interval, force=force, precision=precision)
     typer.echo(f"{out}")
+
+
+def sweep(
+    study: StudyArg,
+    experiment: ExperimentOpt,
+    seeds: Annotated[str, typer.Option("--seeds", help="Training seeds, comma-separated (e.g. 0,1,2).")] = "0",
+    splits: Annotated[str, typer.Option(
+        "--splits", help="Splits, comma-separated: 'random', 'holdout-<massif-slug>', or 'all' "
+                         "(random + one hold-out per massif of the study).")] = "random",
+    weights: Annotated[str, typer.Option("--weights", help="Backbone weights, as for 'train'.")] = "auto",
+    weights_sha256: Annotated[str | None, typer.Option("--weights-sha256", help="Expected sha256 of a PATH.")] = None,
+    max_epochs: Annotated[int, typer.Option("--max-epochs", help="Upper bound on epochs (early stopping).")] = 250,
+    patience: Annotated[int, typer.Option("--patience", help="Epochs without a better validation loss before stopping.")] = 30,
+    views: Annotated[int, typer.Option("--views", help="Augmented views per patch in the feature bank.")] = 16,
+    slots: Annotated[int, typer.Option("--slots", help="Runs trained at once (~0.4 GB each).")] = 8,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="Backbone precision: auto (measured once per experiment), fp32, fp32-cl or bf16.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu or cuda[:N].")] = "auto",
+    split_seed: SplitSeedOpt = 0,
+    force: ForceOpt = False,
+) -> None:
+    """Train every split x seed sharing one feature bank as one batched model (per-run early stopping)."""
+    from avalanche_hpc.errors import ConfigError
+    from avalanche_hpc.learn.splits import holdout_split_name
+    from avalanche_hpc.learn.sweep import train_sweep
+    from avalanche_hpc.study import Study
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--seeds {seeds!r}: give integers separated by commas, e.g. 0,1,2") from e
+    names = [s.strip() for s in splits.split(",") if s.strip()]
+    if names == ["all"]:
+        names = ["random"] + [holdout_split_name(m) for m in Study.load(study).config.massifs]
+    outs = train_sweep(study, experiment, names, seed_list, weights, max_epochs, split_seed=split_seed,
+                       weights_sha256=weights_sha256, patience=patience, n_views=views, slots=slots,
+                       precision=precision, device=device, force=force)
+    for out in outs:
+        typer.echo(f"{out}")
 
 
 def baseline(
@@ -76,4 +117,5 @@ def baseline(
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``baseline`` to the root app."""
     app.command("train")(train)
+    app.command("sweep")(sweep)
     app.command("baseline")(baseline)

@@ -29,7 +29,7 @@ from typing import Any
 import submitit
 
 from avalanche_hpc.hpc.jobspec import JobSpec
-from avalanche_hpc.hpc.pipeline import Task, configure_task_logging
+from avalanche_hpc.hpc.pipeline import SWEEP, Task, configure_task_logging
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class TrainTask(submitit.helpers.Checkpointable):
         from avalanche_hpc.learn.train import train_run
 
         configure_task_logging()
+        if task.args[0] == SWEEP:
+            return self._sweep(job, task, **overrides)
         split, seed = task.args
         dist = init_distributed()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
@@ -79,6 +81,27 @@ class TrainTask(submitit.helpers.Checkpointable):
         finally:
             close_distributed()
         return str(out)
+
+    def _sweep(self, job: JobSpec, task: Task, **overrides: Any) -> str:
+        """A batched sweep (``train.sweep = true``): rank 0 builds the feature bank, then every rank
+        trains its share of the runs (runs are independent: no gradients are exchanged)."""
+        import torch
+
+        from avalanche_hpc.learn.sweep import train_sweep
+
+        _, splits, seeds = task.args
+        dist = init_distributed()
+        rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
+        kwargs = {**job.train.sweep_kwargs(), "progress": False, **overrides}
+        try:
+            if rank == 0 and world > 1:
+                train_sweep(job.root, job.experiment, list(splits), list(seeds), bank_only=True, **kwargs)
+            if world > 1:
+                torch.distributed.barrier()
+            outs = train_sweep(job.root, job.experiment, list(splits), list(seeds), part=(rank, world), **kwargs)
+        finally:
+            close_distributed()
+        return " ".join(str(p) for p in outs)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # train_run's own checkpoint.pt (written after every epoch) is the state: resubmit the same call,

@@ -66,15 +66,28 @@ class TrainSpec(_Model):
     lr: float | None = Field(None, gt=0)
     n_views: int | None = Field(None, ge=1)
     crop: int | None = Field(None, ge=1)
+    precision: str | None = Field(None, pattern=r"^(auto|fp32|fp32-cl|bf16)$",
+                                  description="backbone precision (learn/precision.py); default auto")
+    sweep: bool = Field(False, description="train all splits x seeds as one batched sweep (learn/sweep.py): "
+                                           "one train task per feature bank instead of one per run")
+    slots: int | None = Field(None, ge=1, description="runs per batched step of a sweep")
     force: bool = False
 
     def run_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``train.train_run`` besides root/experiment/split/seed/dist."""
         kw: dict[str, Any] = {"weights": self.weights, "max_epochs": self.max_epochs,
                               "feature_bank": self.feature_bank, "split_seed": self.split_seed, "force": self.force}
-        for k in ("patience", "batch_size", "lr", "n_views", "crop"):
+        for k in ("patience", "batch_size", "lr", "n_views", "crop", "precision"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
+        return kw
+
+    def sweep_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``sweep.train_sweep`` besides root/experiment/splits/seeds."""
+        kw = self.run_kwargs()
+        kw.pop("feature_bank")  # a sweep always trains on the feature bank
+        if self.slots is not None:
+            kw["slots"] = self.slots
         return kw
 
 

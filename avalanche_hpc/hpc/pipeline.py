@@ -7,6 +7,7 @@ Stages and their tasks (one SLURM array per stage; one task per row)::
     preprocess  (season, orbit, date) per acquisition with a previous one   <- nothing
     merge       1 task                                                      <- preprocess (afterok)
     train       (split, seed) per split x seed, DDP ranks inside a task      <- merge
+                (train.sweep = true: 1 task, the batched sweep of every split x seed; ranks share its runs)
     baseline    (split) per split                                           <- merge
     report      1 task                                                      <- train, baseline
 
@@ -46,6 +47,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "baseline": ("merge",),
     "report": ("train", "baseline"),
 }
+SWEEP = "sweep"  # first argument of a train task that is a whole batched sweep
 # Stages run on the submitting host whatever the executor (the task lists of the others need the study).
 HOST_STAGES = ("synth", "check")
 
@@ -73,6 +75,8 @@ def list_stage_tasks(job: JobSpec, stage: str) -> list[Task] | None:
 
         return [Task(stage, a.key, (a.season, a.orbit, fmt_yyyymmdd(a.date))) for a in list_tasks(root)]
     if stage == "train":
+        if job.train.sweep:  # one task per feature bank (every split of an experiment shares it)
+            return [Task(stage, "sweep", (SWEEP, tuple(job.split_names()), tuple(job.train.seeds)))]
         return [Task(stage, f"{s}/seed{n}", (s, n)) for s in job.split_names() for n in job.train.seeds]
     if stage == "baseline":
         return [Task(stage, s, (s,)) for s in job.split_names()]
@@ -107,6 +111,9 @@ def is_complete(job: JobSpec, task: Task) -> bool:
     if task.stage == "train":
         from avalanche_hpc.learn.train import run_dir
 
+        if task.args[0] == SWEEP:
+            return all((run_dir(study, job.experiment, s, n) / "metrics.json").is_file()
+                       for s in task.args[1] for n in task.args[2])
         split, seed = task.args
         return (run_dir(study, job.experiment, split, seed) / "metrics.json").is_file()
     if task.stage == "baseline":
@@ -143,6 +150,11 @@ def run_task(job: JobSpec, task: Task, progress: bool = False) -> str:
         from avalanche_hpc.store.merge import merge_store
 
         return str(merge_store(root, force=job.merge.force, layout=job.merge.layout, progress=progress))
+    if task.stage == "train" and task.args[0] == SWEEP:
+        from avalanche_hpc.learn.sweep import train_sweep
+
+        return " ".join(str(p) for p in train_sweep(root, job.experiment, list(task.args[1]), list(task.args[2]),
+                                                    progress=progress, **job.train.sweep_kwargs()))
     if task.stage == "train":
         from avalanche_hpc.learn.train import train_run
 

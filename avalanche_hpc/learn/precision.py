@@ -11,7 +11,11 @@ the fp32 rate. So the backbone's precision is a setting:
   fp32 channels-last, bf16 channels-last), checks that bf16 features agree with fp32 ones
   (relative error below ``BF16_MAX_REL_ERROR``), and takes the fastest mode that passes; bf16
   only when it is at least ``BF16_MIN_SPEEDUP`` x faster than the best fp32 mode. The result is
-  memoised per process and device; ``AVALANCHE_HPC_PRECISION`` (fp32, fp32-cl, bf16) overrides it
+  kept per machine (``~/.cache/avalanche-hpc/precision-{machine}.json``, machine = CPU model and
+  bf16/AMX flags, torch version, GPU name; ``AVALANCHE_HPC_CACHE`` moves the folder), so a loaded
+  moment does not flip the choice from one run to the next, and per experiment
+  (``runs/{experiment}/features/precision-{device}.json``), so every run of an experiment uses the
+  bank of the same mode. ``AVALANCHE_HPC_PRECISION`` (fp32, fp32-cl, bf16) overrides both
   without a probe (e.g. to pin a cluster's choice in a job script).
 
 The chosen mode is part of a run's settings (``config.json``) and of the feature bank's key: bf16
@@ -150,15 +154,55 @@ def experiment_precision(features_dir, mode: str, features_factory, device: torc
     check_mode(mode)
     if mode != "auto":
         return mode
+    if os.environ.get(ENV):
+        return probe(None, device, crop).chosen  # type: ignore[arg-type]  # env: no module needed
     path = Path(features_dir) / f"precision-{device.type}.json"
-    if path.is_file():
-        try:
-            chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
-            if chosen in MODES:
-                return chosen
-        except (OSError, ValueError, KeyError):
-            pass
+    machine = machine_cache_path(device)
+    for known in (path, machine):
+        if known.is_file():
+            try:
+                chosen = json.loads(known.read_text(encoding="utf-8"))["chosen"]
+                if chosen in MODES:
+                    if known != path:
+                        write_json(path, json.loads(known.read_text(encoding="utf-8")))
+                    return chosen
+            except (OSError, ValueError, KeyError):
+                pass
     p = probe(features_factory(), device, crop)
     if p.source == "probe":
         write_json(path, p.as_record())
+        try:
+            write_json(machine, {**p.as_record(), "machine": machine_ident(device)})
+        except OSError as e:  # a read-only home: the experiment's file still pins the choice
+            log.warning("precision probe not cached in %s: %s", machine, e)
     return p.chosen
+
+
+def machine_ident(device: torch.device) -> str:
+    """What decides the fastest mode: CPU model and its bf16/AMX flags, torch version, GPU name."""
+    import platform
+
+    model, flags = platform.processor(), ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = " ".join(sorted(w for w in line.split() if "bf16" in w or w.startswith("amx")))
+                    break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return f"{model}|{flags}|torch {torch.__version__}|{device.type}|{gpu}"
+
+
+def machine_cache_path(device: torch.device):
+    from pathlib import Path
+
+    from avalanche_hpc.digest import sha256_text
+
+    folder = Path(os.environ.get("AVALANCHE_HPC_CACHE") or Path.home() / ".cache" / "avalanche-hpc")
+    return folder / f"precision-{sha256_text(machine_ident(device))[:12]}.json"

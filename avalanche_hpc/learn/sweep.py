@@ -255,6 +255,8 @@ def train_sweep(
     checkpoint_interval_s: float = SWEEP_CHECKPOINT_INTERVAL_S,
     stop_after_epochs: int | None = None,
     precision: str = "auto",
+    part: tuple[int, int] = (0, 1),
+    bank_only: bool = False,
 ) -> list[Path]:
     """Train every (split, seed) of ``splits x seeds`` as one batched model; returns the run directories.
 
@@ -265,7 +267,9 @@ def train_sweep(
     run finishes; a run writes its checkpoint at its next epoch end after the interval (a checkpoint
     resumes at an epoch boundary, as ``train_run``'s). ``stop_after_epochs``: each run leaves the
     batch with a checkpoint after that many epochs of this call (as ``train_run``'s option: tests,
-    job wrappers before a time limit).
+    job wrappers before a time limit). ``part=(i, n)``: train only every n-th run from the i-th
+    (the runs of a sweep spread over n processes, e.g. the ranks of a SLURM task; returns only
+    those). ``bank_only``: return once the feature bank exists (rank 0 builds it first).
     """
     root = Path(root)
     study = Study.load(root)
@@ -300,33 +304,36 @@ def train_sweep(
     # which runs to train; config.json first (as train_run)
     todo: list[tuple[str, int]] = []
     outs = []
-    for s in splits:
-        for seed in seeds:
-            out = T.run_dir(study, experiment, s, seed)
-            outs.append(out)
-            record = T._settings_record(study, experiment, s, seed, split_seed, resolved.as_record(), settings,
-                                        first.digest)
-            same = T._same_settings(out / "config.json", record)
-            if (out / "metrics.json").is_file() and same and not force:
-                log.info("run %s is complete: skipped", out)
-                continue
-            if out.exists() and (force or not same):
-                if not force and (out / "checkpoint.pt").exists():
-                    raise ConfigError(f"{out} holds a run with other settings -> use --force to replace it, or "
-                                      f"another --experiment name")
-                shutil.rmtree(out)
-            out.mkdir(parents=True, exist_ok=True)
-            if not (out / "config.json").is_file():
-                write_json(out / "config.json", {**record, "world_size": 1, "device": str(dev),
-                                                 "trainer": "sweep", "code_version": __version__,
-                                                 "torch_version": torch.__version__,
-                                                 "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                                 "weights_warning": resolved.warning})
-            todo.append((s, seed))
+    i_part, n_part = part
+    if not 0 <= i_part < n_part:
+        raise ConfigError(f"part {part}: needs 0 <= index < count")
+    mine = [(s, seed) for s in splits for seed in seeds][i_part::n_part]
+    for s, seed in ([] if bank_only else mine):
+        out = T.run_dir(study, experiment, s, seed)
+        outs.append(out)
+        record = T._settings_record(study, experiment, s, seed, split_seed, resolved.as_record(), settings,
+                                    first.digest)
+        same = T._same_settings(out / "config.json", record)
+        if (out / "metrics.json").is_file() and same and not force:
+            log.info("run %s is complete: skipped", out)
+            continue
+        if out.exists() and (force or not same):
+            if not force and (out / "checkpoint.pt").exists():
+                raise ConfigError(f"{out} holds a run with other settings -> use --force to replace it, or "
+                                  f"another --experiment name")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "config.json").is_file():
+            write_json(out / "config.json", {**record, "world_size": 1, "device": str(dev),
+                                             "trainer": "sweep", "code_version": __version__,
+                                             "torch_version": torch.__version__,
+                                             "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                             "weights_warning": resolved.warning})
+        todo.append((s, seed))
     T.write_experiment_record(study, experiment, {
         "split_seed": split_seed, "weights": weights, "weights_resolved": resolved.kind,
         "weights_sha256": resolved.sha256, **asdict(settings), "data_sha256": first.digest})
-    if not todo:
+    if not todo and not bank_only:
         return outs
 
     vgg = None
@@ -338,6 +345,8 @@ def train_sweep(
 
     bank = load_or_build_bank(features_dir, backbone_factory, rows, first.patches, first.digest, resolved.ident,
                               n_views, crop, progress=progress, precision=settings.precision)
+    if bank_only:
+        return outs
     if resolved.kind != "none" and vgg is None:
         vgg = build_vgg16(resolved)
     sources = {s: T.ViewSource(datas[s], settings, bank, None, dev) for s in {s for s, _ in todo}}

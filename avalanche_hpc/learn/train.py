@@ -314,7 +314,7 @@ def train_run(
     stop_after_epochs: int | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     device: str = "auto",
-    checkpoint_interval_s: float = 0.0,
+    checkpoint_interval_s: float = 60.0,
     precision: str = "auto",
 ) -> Path:
     """Train (or resume, or skip when complete) one CNN run; returns its run directory.
@@ -324,7 +324,7 @@ def train_run(
     ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written. ``device``:
     "auto" (the current CUDA device when there is one - a DDP launcher sets it per local rank
     with ``torch.cuda.set_device`` - else the CPU), "cpu", or "cuda[:N]". ``checkpoint_interval_s``:
-    0 (default) writes ``checkpoint.pt`` after every epoch; > 0 at most that often (and always
+    0 writes ``checkpoint.pt`` after every epoch; > 0 (default 60) at most that often (and always
     after the last epoch of the call) - the checkpoint is ~230 MB, and a resumed run replays
     the missing epochs deterministically, so only time is lost. ``precision``: the backbone's
     (``precision.py``; "auto" measures once per experiment).
