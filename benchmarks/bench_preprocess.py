@@ -226,6 +226,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     ap.add_argument("--skip-scaling", action="store_true", help="skip sections 2 and 3 (scene area, store layout)")
     ap.add_argument("--dtypes", default="float32,float16", help="store dtypes to measure, comma-separated")
+    ap.add_argument("--repeat", type=int, default=None, help="best of N runs of each measurement (default 3, or 2 "
+                                                            "above 50 000 patches)")
     args = ap.parse_args()
     figures: dict = {"quick": bool(args.quick)}
     os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
@@ -255,7 +257,7 @@ def main() -> None:
         by_dtype = {}
         for dtype in dtypes:
             set_patch_dtype(root, dtype)
-            by_dtype[dtype] = preprocess_figures(root)
+            by_dtype[dtype] = preprocess_figures(root, args.repeat)
             by_dtype[dtype]["store_bytes_per_run"] = sum(
                 p.stat().st_size for p in (Study.load(root).work_dir / "shards").rglob("*.h5"))
             if dtype == "float32":
