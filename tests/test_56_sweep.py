@@ -147,3 +147,21 @@ def test_bad_sweep_arguments(study):
         train_sweep(study, "bad", [], [0], weights="none", **FAST)
     with pytest.raises(ConfigError, match="slots"):
         train_sweep(study, "bad", ["random"], [0], weights="none", slots=0, **FAST)
+
+
+def test_job_with_sweep_is_one_train_task(study):
+    """train.sweep = true: the train stage is one task (one bank) that trains every split x seed."""
+    from avalanche_hpc.hpc.jobspec import parse_job
+    from avalanche_hpc.hpc.pipeline import is_complete, list_stage_tasks, run_task
+
+    job = parse_job({"name": "sw", "experiment": "job-sweep", "stages": ["train"], "study": {"path": str(study)},
+                     "train": {"sweep": True, "seeds": [0, 1], "holdouts": ["Vanoise"], "weights": "none",
+                               "max_epochs": 2, "n_views": 2, "batch_size": 16, "slots": 3}}, study)
+    task, = list_stage_tasks(job, "train")
+    assert task.key == "sweep" and task.args[1] == ("random", "holdout-vanoise") and task.args[2] == (0, 1)
+    assert not is_complete(job, task)
+    run_task(job, task)
+    assert is_complete(job, task)
+    for split in ("random", "holdout-vanoise"):
+        for seed in (0, 1):
+            assert len(pd.read_csv(_run(study, "job-sweep", split, seed) / "history.csv")) == 2

@@ -63,30 +63,35 @@ def label_map(
         raise ValueError(f"previous acquisition {t0} must be before this acquisition {t1}")
     paths = corridors["path_id"].astype(str).to_numpy()
     monitored = monitored_flags(corridors).to_numpy()
-    out = pd.DataFrame({
-        "path_id": paths,
-        "label": np.where(monitored, LABEL_NEGATIVE, LABEL_UNKNOWN).astype(np.int8),
-        "event_id": "",
-        "deposit_area_m2": np.full(len(paths), np.nan, dtype=np.float32),
-    })
+    label = np.where(monitored, LABEL_NEGATIVE, LABEL_UNKNOWN).astype(np.int8)
+    event_id = np.full(len(paths), "", dtype=object)
+    area = np.full(len(paths), np.nan, dtype=np.float32)
+
+    def table() -> pd.DataFrame:
+        return pd.DataFrame({"path_id": paths, "label": label, "event_id": event_id, "deposit_area_m2": area})
+
     if len(inventory) == 0 or len(paths) == 0:
-        return out
-    inv = inventory[inventory["path_id"].astype(str).isin(set(paths))]
-    dmin, dmax = inv["date_min"], inv["date_max"]
-    intersects = (dmax > t0) & (dmin <= t1)
-    inside = (dmin > t0) & (dmax <= t1)
-    pos = inv[inside]
-    unknown_paths = set(inv.loc[intersects & ~inside, "path_id"].astype(str))
+        return table()
+    # numpy arrays and plain loops: per-row pandas assignment cost ~1 ms each, per task and corridor
+    inv_path = inventory["path_id"].astype(str).to_numpy()
     index = {p: i for i, p in enumerate(paths)}
-    for p in unknown_paths:
-        out.at[index[p], "label"] = LABEL_UNKNOWN
-    for p, grp in pos.groupby(pos["path_id"].astype(str), sort=False):
+    known = np.fromiter((p in index for p in inv_path), dtype=bool, count=len(inv_path))
+    dmin, dmax = inventory["date_min"].to_numpy(), inventory["date_max"].to_numpy()
+    intersects = known & (dmax > t0) & (dmin <= t1)
+    inside = known & (dmin > t0) & (dmax <= t1)
+    for p in set(inv_path[intersects & ~inside]):
+        label[index[p]] = LABEL_UNKNOWN
+    ev = inventory["event_id"].astype(str).to_numpy()
+    areas = pd.to_numeric(inventory["deposit_area_m2"], errors="coerce").to_numpy(dtype=np.float64)
+    groups: dict[str, list[int]] = {}  # path -> its events inside (t0, t1], in inventory order
+    for k in np.flatnonzero(inside):
+        groups.setdefault(inv_path[k], []).append(int(k))
+    for p, ks in groups.items():
         i = index[p]
         if not monitored[i]:
             continue
-        out.at[i, "label"] = LABEL_POSITIVE
-        out.at[i, "event_id"] = ";".join(grp["event_id"].astype(str))
-        areas = pd.to_numeric(grp["deposit_area_m2"], errors="coerce")
-        out.at[i, "deposit_area_m2"] = np.float32(areas.sum()) if areas.notna().any() else np.nan
-    out["label"] = out["label"].astype(np.int8)
-    return out
+        label[i] = LABEL_POSITIVE
+        event_id[i] = ";".join(ev[ks])
+        a = areas[ks]
+        area[i] = np.float32(a[~np.isnan(a)].sum()) if (~np.isnan(a)).any() else np.nan
+    return table()
