@@ -26,13 +26,14 @@ def test_modes_agree_with_fp32(vgg):
     ref = bb(x)
     for mode, tol in (("fp32-cl", 1e-4), ("bf16", precision.BF16_MAX_REL_ERROR)):
         bb.set_precision(mode)
-        if mode != "fp32":
+        if mode == "fp32-cl":
             assert bb.features[0].weight.is_contiguous(memory_format=torch.channels_last)
         got = bb(x)
         assert got.dtype == torch.float32 and got.shape == ref.shape
         assert float((got - ref).norm() / ref.norm()) < tol, mode
     bb.set_precision("fp32")
-    assert torch.equal(bb(x), ref)
+    assert torch.equal(bb(x), ref)  # the fp32 weights survive a bf16 round trip
+    assert all(p.dtype == torch.float32 for p in bb.state_dict().values())
     with pytest.raises(ConfigError, match="precision 'fp16'"):
         bb.set_precision("fp16")
 

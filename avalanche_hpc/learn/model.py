@@ -82,8 +82,13 @@ class Backbone(nn.Module):
         from avalanche_hpc.learn import precision
 
         self.precision = precision.check_mode(mode)
-        precision.apply(self.features, mode)
+        # not a registered submodule: the bf16 copy is derived, state_dict() keeps the fp32 weights
+        self.__dict__["_runner"] = precision.prepare(self.features, mode)
         return self
+
+    def to(self, *args, **kwargs) -> Backbone:  # type: ignore[override]  # the bf16 copy follows the device
+        super().to(*args, **kwargs)
+        return self.set_precision(self.precision)
 
     def train(self, mode: bool = True) -> Backbone:  # frozen: always eval
         return super().train(False)
@@ -92,7 +97,7 @@ class Backbone(nn.Module):
         """Features on the backbone's device (inputs are moved there)."""
         from avalanche_hpc.learn.precision import run_features
 
-        f = run_features(self.features, x.to(next(self.features.parameters()).device), self.precision)
+        f = run_features(self._runner, x.to(next(self.features.parameters()).device), self.precision)
         if f.shape[-2:] != (1, 1):
             raise ConfigError(f"backbone map is {tuple(f.shape[-2:])}, not 1x1: inputs must be {MIN_CROP}..{MAX_CROP} px")
         return f.flatten(1).clone()
