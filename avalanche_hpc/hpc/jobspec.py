@@ -31,7 +31,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
-from avalanche_hpc.hpc.profiles import STAGES, StageName
+from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
+from avalanche_hpc.learn.splits import holdout_split_name
 
 
 class _Model(BaseModel):
@@ -86,7 +87,7 @@ class BaselineSpec(_Model):
 class JobSpec(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
-    stages: list[StageName] = Field(default_factory=lambda: list(STAGES), min_length=1)
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
     executor: Literal["local", "slurm"] = "local"
     profile: Path | None = None
     study: StudySpec
@@ -101,7 +102,7 @@ class JobSpec(_Model):
     def _ordered_unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError(f"a stage is listed twice: {v}")
-        return sorted(v, key=STAGES.index)
+        return sorted(v, key=STAGE_NAMES.index)
 
     @model_validator(mode="after")
     def _synth_needs_preset(self) -> JobSpec:
@@ -114,15 +115,13 @@ class JobSpec(_Model):
         return self.study.path
 
     def split_names(self) -> list[str]:
-        from avalanche_hpc.learn.splits import holdout_split_name
-
         names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
         return list(dict.fromkeys(names))
 
 
 def _explain(err: ValidationError, file: Path) -> str:
-    sections = {"study": StudySpec, "preprocess": PreprocessSpec, "merge": MergeSpec, "train": TrainSpec,
-                "baseline": BaselineSpec}
+    sections: dict[str, type[BaseModel]] = {"study": StudySpec, "preprocess": PreprocessSpec, "merge": MergeSpec,
+                                            "train": TrainSpec, "baseline": BaselineSpec}
     lines = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
@@ -132,7 +131,7 @@ def _explain(err: ValidationError, file: Path) -> str:
             valid = [k for k in model.model_fields if k != "source"]
             lines.append(f"  - {key}: unknown key -> valid keys here: {', '.join(valid)}")
         elif e["type"] == "literal_error" and loc and loc[0] == "stages":
-            lines.append(f"  - {key}: unknown stage {e.get('input')!r} -> valid stages: {', '.join(STAGES)}")
+            lines.append(f"  - {key}: unknown stage {e.get('input')!r} -> valid stages: {', '.join(STAGE_NAMES)}")
         elif e["type"] == "missing":
             lines.append(f"  - {key}: missing -> add it (see jobs/demo.toml)")
         else:

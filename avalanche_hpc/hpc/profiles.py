@@ -28,9 +28,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.hpc.stages import RESOURCE_KEYS, STAGE_NAMES, ResourcesKey
 
-STAGES = ("synth", "check", "preprocess", "merge", "train", "baseline", "report")
-StageName = Literal["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+STAGES = STAGE_NAMES  # the pipeline's stages, in order (the registry: hpc/stages.py)
 
 
 class _Model(BaseModel):
@@ -74,7 +74,7 @@ class Profile(_Model):
     sbatch: dict[str, str | int | bool] = Field(default_factory=dict,
                                                description="extra #SBATCH options, e.g. {mail-type = 'FAIL'}")
     defaults: Resources = Field(default_factory=Resources)
-    stages: dict[StageName, Resources] = Field(default_factory=dict)
+    stages: dict[ResourcesKey, Resources] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _binds_need_image(self) -> Profile:
@@ -83,11 +83,11 @@ class Profile(_Model):
         return self
 
     def resources(self, stage: str) -> Resources:
-        """The resources of one stage: built-in defaults < [defaults] < [stages.STAGE]."""
+        """The resources of one stage (its registry ``resources_key``): built-in defaults < [defaults] < [stages.KEY]."""
         merged: dict[str, Any] = DEFAULT_RESOURCES.model_dump()
         merged["partition"], merged["qos"] = self.partition, self.qos
         merged["array_parallelism"] = self.array_parallelism
-        for layer in (self.defaults, self.stages.get(stage)):  # type: ignore[call-overload]
+        for layer in (self.defaults, self.stages.get(stage)):
             if layer is not None:
                 merged.update({k: v for k, v in layer.model_dump().items() if v is not None})
         return Resources(**merged)
@@ -110,7 +110,7 @@ def _explain(err: ValidationError, file: Path, root_model: type[BaseModel]) -> s
             valid = _valid_keys(model)
             lines.append(f"  - {key}: unknown key -> valid keys here: {valid}")
         elif e["type"] == "literal_error" and loc and loc[0] == "stages":
-            lines.append(f"  - {key}: unknown stage -> valid stages: {', '.join(STAGES)}")
+            lines.append(f"  - {key}: unknown stage -> valid stages: {', '.join(RESOURCE_KEYS)}")
         else:
             shown = "" if isinstance(e.get("input"), dict | list) else f" (got {e.get('input')!r})"
             lines.append(f"  - {key}: {e['msg']}{shown}")
