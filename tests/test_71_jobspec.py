@@ -117,3 +117,18 @@ def test_cli_run_and_status(tmp_path):
     bad.write_text('name = "hand"\nstages = ["preprocess"]\nexecutor = "slurm"\n[study]\npath = "hand"\n')
     res = runner.invoke(app, ["run", str(bad)])
     assert res.exit_code != 0 and "needs a cluster profile" in str(res.exception)
+
+
+def test_the_registry_is_the_one_list_of_stages():
+    from avalanche_hpc.hpc.ddp import TrainTask
+    from avalanche_hpc.hpc.profiles import STAGES as PROFILE_STAGES
+    from avalanche_hpc.hpc.stages import STAGE_NAMES, STAGES, get_stage, slurm_callable, slurm_task
+
+    assert STAGE_NAMES == tuple(STAGES) == PROFILE_STAGES
+    for i, stage in enumerate(STAGES.values()):  # a stage comes after what it depends on
+        assert all(STAGE_NAMES.index(d) < i for d in stage.depends), stage.name
+    assert parse_job({"name": "x", "study": {"path": "s", "preset": "tiny"}}, REPO).stages == list(STAGE_NAMES)
+    assert isinstance(slurm_callable("train"), TrainTask) and slurm_callable("merge") is slurm_task
+    assert [s.name for s in STAGES.values() if s.on_host] == ["synth", "check"]
+    with pytest.raises(ConfigError, match="unknown stage 'detect' -> valid stages: synth, check"):
+        get_stage("detect")
