@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from avalanche_hpc.errors import InputError, MissingInputError, Problem
+from avalanche_hpc.config import StrictModel, config_problems
+from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem, UnknownKeyError
 
 POLARISATIONS = ("VV", "VH")
 LAYOVER_SHADOW = "layover_shadow"
@@ -52,11 +53,7 @@ def fmt_yyyymmdd(d: dt.date) -> str:
     return d.strftime("%Y%m%d")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OrbitConfig(_Model):
+class OrbitConfig(StrictModel):
     """One Sentinel-1 relative orbit (a track), the folder name under ``scenes/``."""
 
     id: str = Field(description="folder name under scenes/, e.g. 'D139' or 'A161'")
@@ -72,7 +69,7 @@ class OrbitConfig(_Model):
     @classmethod
     def _id_is_a_folder_name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
-            raise ValueError(f"orbit id {v!r} must be a folder name (letters, digits, '_' and '-')")
+            raise ConfigError(f"orbit id {v!r} must be a folder name (letters, digits, '_' and '-')")
         return v
 
     @property
@@ -90,7 +87,7 @@ class OrbitConfig(_Model):
         return (self.heading + 90.0) % 360.0
 
 
-class SeasonConfig(_Model):
+class SeasonConfig(StrictModel):
     """One winter season: its acquisition window and snow-free summer references per orbit."""
 
     id: str = Field(description="e.g. '2017-2018'")
@@ -107,11 +104,11 @@ class SeasonConfig(_Model):
     @model_validator(mode="after")
     def _window(self) -> SeasonConfig:
         if self.end <= self.start:
-            raise ValueError(f"season {self.id}: end {self.end} must be after start {self.start}")
+            raise ConfigError(f"season {self.id}: end {self.end} must be after start {self.start}")
         return self
 
 
-class StudyConfig(_Model):
+class StudyConfig(StrictModel):
     """Contents of ``study.toml``."""
 
     name: str
@@ -131,30 +128,30 @@ class StudyConfig(_Model):
     def _consistent(self) -> StudyConfig:
         ids = [o.id for o in self.orbits]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"orbit ids must be unique, got {ids}")
+            raise ConfigError(f"orbit ids must be unique, got {ids}")
         sids = [s.id for s in self.seasons]
         if len(set(sids)) != len(sids):
-            raise ValueError(f"season ids must be unique, got {sids}")
+            raise ConfigError(f"season ids must be unique, got {sids}")
         if self.focus_massif is not None and self.focus_massif not in self.massifs:
-            raise ValueError(f"focus_massif {self.focus_massif!r} is not in massifs {self.massifs}")
+            raise ConfigError(f"focus_massif {self.focus_massif!r} is not in massifs {self.massifs}")
         for s in self.seasons:
             for table, name in ((s.summer, "summer"), (s.dates or {}, "dates")):
                 unknown = set(table) - set(ids)
                 if unknown:
-                    raise ValueError(f"season {s.id}: {name} names unknown orbit(s) {sorted(unknown)}; orbits are {ids}")
+                    raise ConfigError(f"season {s.id}: {name} names unknown orbit(s) {sorted(unknown)}; orbits are {ids}")
         return self
 
     def orbit(self, orbit_id: str) -> OrbitConfig:
         for o in self.orbits:
             if o.id == orbit_id:
                 return o
-        raise KeyError(f"unknown orbit {orbit_id!r}; study orbits are {[o.id for o in self.orbits]}")
+        raise UnknownKeyError(f"unknown orbit {orbit_id!r}; study orbits are {[o.id for o in self.orbits]}")
 
     def season(self, season_id: str) -> SeasonConfig:
         for s in self.seasons:
             if s.id == season_id:
                 return s
-        raise KeyError(f"unknown season {season_id!r}; study seasons are {[s.id for s in self.seasons]}")
+        raise UnknownKeyError(f"unknown season {season_id!r}; study seasons are {[s.id for s in self.seasons]}")
 
 
 @dataclass(frozen=True, order=True)
@@ -171,21 +168,9 @@ class Acquisition:
         return f"{self.season}/{self.orbit}/{fmt_yyyymmdd(self.date)}"
 
 
-def _pydantic_problems(err: ValidationError, file: Path) -> list[Problem]:
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        kind = e.get("type", "")
-        if kind == "missing":
-            fix = f"add the key '{e['loc'][-1]}'; see docs/data-contract.md"
-        elif kind == "extra_forbidden":
-            fix = "remove the key or correct its spelling; docs/data-contract.md lists the allowed keys"
-        else:
-            value = e.get("input")
-            shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-            fix = f"fix the value{shown}; see docs/data-contract.md"
-        out.append(Problem(str(file), f"key {loc}", e["msg"], fix))
-    return out
+def study_config_problems(err: ValidationError, file: Path) -> list[Problem]:
+    """The problems of a ``study.toml`` that does not validate (one per key)."""
+    return config_problems(err, file, StudyConfig, doc="docs/data-contract.md")
 
 
 class Study:
@@ -214,7 +199,7 @@ class Study:
         try:
             cfg = StudyConfig.model_validate(raw)
         except ValidationError as e:
-            raise InputError(_pydantic_problems(e, toml_path)) from e
+            raise InputError(study_config_problems(e, toml_path)) from e
         return cls(root, cfg)
 
     @staticmethod

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from avalanche_hpc.cli.options import ForceOpt, StudyArg
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.study import parse_yyyymmdd
 
 store_app = typer.Typer(help="The HDF5 patch store: merge the shards, verify, count.", no_args_is_help=True)
 
@@ -19,7 +20,7 @@ def _parse_date(text: str | None) -> dt.date | None:
     if text is None:
         return None
     try:
-        return dt.datetime.strptime(text, "%Y%m%d").date()
+        return parse_yyyymmdd(text)
     except ValueError:
         raise ConfigError(f"--date {text!r} is not a date -> write it as YYYYMMDD, e.g. 20180107") from None
 

@@ -45,9 +45,11 @@ from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.digest import digest_json, sha256_text
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
+from avalanche_hpc.inputs.grid import Grid
 from avalanche_hpc.preprocess.deposition import file_fingerprint, load_deposition
 from avalanche_hpc.preprocess.labels import label_map
-from avalanche_hpc.preprocess.raster import GridSpec, read_mask_windows, read_power_windows, window_origins
+from avalanche_hpc.preprocess.raster import dem_grid, read_mask_windows, read_power_windows, window_origins
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.store.layout import CHANNELS, open_h5, read_attrs, write_patches
 from avalanche_hpc.study import LAYOVER_SHADOW, Acquisition, Study, fmt_yyyymmdd
 
@@ -109,7 +111,7 @@ class StudyInputs:
     study: Study
     deposition: pd.DataFrame
     inventory: pd.DataFrame
-    grid: GridSpec
+    grid: Grid
     _summer_digest: dict = field(default_factory=dict)
     _summer: dict = field(default_factory=dict)  # (season, orbit) -> (digest, {"VV", "VH"} windows)
     _labels: dict = field(default_factory=dict)  # (prev_date, date) -> label map (inventory + deposition only)
@@ -120,7 +122,7 @@ class StudyInputs:
         study = Study.load(root)
         dep = load_deposition(root)
         inv = study.read_inventory()
-        return cls(study, dep, inv, GridSpec.from_raster(study.dem_path))
+        return cls(study, dep, inv, dem_grid(study.dem_path))
 
     @property
     def patch_size(self) -> int:
@@ -423,13 +425,10 @@ def preprocess_all(root: Path, force: bool = False, progress: bool = True, seaso
             log.info("%s skipped: first acquisition of the season on orbit %s (no previous acquisition)", a.key, a.orbit)
     tasks = [a for a in all_acqs if a.prev_date is not None]
     paths, written = [], 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.description}"), disable=not progress) as bar:
-        tid = bar.add_task("", total=len(tasks))
+    with progress_bar(enabled=progress) as bar:
+        tid = bar.add_task("preprocess", total=len(tasks), detail="")
         for acq in tasks:
-            bar.update(tid, description=acq.key)
+            bar.update(tid, detail=acq.key)
             shard, did = _run_task(inputs, acq, force)
             paths.append(shard)
             written += did

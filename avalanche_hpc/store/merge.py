@@ -32,8 +32,9 @@ import pandas as pd
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path, clean_stale_tmp
 from avalanche_hpc.digest import digest_json
-from avalanche_hpc.errors import MissingInputError, Problem, StageError
+from avalanche_hpc.errors import ConfigError, MissingInputError, Problem, StageError
 from avalanche_hpc.preprocess.tasks import StudyInputs, _shard_is_current
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.store.layout import (
     CHANNELS,
     KEY_COLUMNS,
@@ -79,7 +80,7 @@ def _current_shards(inputs: StudyInputs) -> list[tuple[str, Path, str]]:
 def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, progress: bool = False) -> Path:
     """Write ``work/patches.h5`` from the shards unless it is up to date; returns its path."""
     if layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r}: use one of {list(LAYOUTS)}")
+        raise ConfigError(f"layout={layout!r}: use one of {list(LAYOUTS)}")
     root = Path(root)
     inputs = StudyInputs.load(root)
     study = inputs.study
@@ -115,9 +116,7 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
 
 
 def _merge_consolidated(store, shards, sizes, meta, attrs, p, progress) -> None:
-    from rich.progress import Progress
-
-    with open_patch_writer(store, len(meta), p, meta, attrs) as ds, Progress(disable=not progress) as bar:
+    with open_patch_writer(store, len(meta), p, meta, attrs) as ds, progress_bar(enabled=progress) as bar:
         tid = bar.add_task("merge", total=len(shards))
         start = 0
         for (_, path, _), n in zip(shards, sizes, strict=False):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avalanche_hpc.errors import ArgumentError
 from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.presets import Physics
 from avalanche_hpc.synth.terrain import Terrain
@@ -41,7 +42,7 @@ class Weather:
     def day(self, d: dt.date) -> int:
         i = (d - self.start).days
         if not 0 <= i < len(self.freezing_m):
-            raise ValueError(f"date {d} outside the simulated season starting {self.start}")
+            raise ArgumentError(f"date {d} outside the simulated season starting {self.start}")
         return i
 
     def storms(self, min_cm: float = 20.0) -> list[dt.date]:

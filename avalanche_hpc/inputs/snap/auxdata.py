@@ -31,7 +31,7 @@ from pathlib import Path
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.errors import InputError, Problem, StageError
-from avalanche_hpc.inputs.products import S1Product
+from avalanche_hpc.inputs.products import S1Product, parse_time
 from avalanche_hpc.inputs.snap.gpt import DEM_NODATA
 from avalanche_hpc.study import Study
 
@@ -80,8 +80,7 @@ def orbit_validity(name: str) -> tuple[dt.datetime, dt.datetime] | None:
     m = ORBIT_NAME_RE.match(name)
     if m is None:
         return None
-    f = "%Y%m%dT%H%M%S"
-    return dt.datetime.strptime(m["start"], f), dt.datetime.strptime(m["stop"], f)
+    return parse_time(m["start"]), parse_time(m["stop"])
 
 
 def _month_folders(product: S1Product) -> list[tuple[int, int]]:

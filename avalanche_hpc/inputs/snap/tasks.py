@@ -45,6 +45,7 @@ from avalanche_hpc.inputs.snap.auxdata import (
     staged_dem_path,
 )
 from avalanche_hpc.preprocess.raster import UNITS_TAG
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import LAYOVER_SHADOW, Study, fmt_yyyymmdd
 
 log = logging.getLogger(__name__)
@@ -300,12 +301,11 @@ def snap_products(root: Path, products: str | Path | Sequence[str | Path], dry_r
         task_command(study, t, cpus=cpus, mem_gb=mem_gb, graph=graph, profile=profile, scratch=scratch)
     if profile is None or inside_container():
         gptmod.find_gpt()
-    from rich.progress import Progress
-
     out: list[Path] = []
-    with Progress(disable=not progress, transient=True) as bar:
-        job = bar.add_task("snap (GRD products)", total=len(todo))
+    with progress_bar(enabled=progress, transient=True) as bar:
+        job = bar.add_task("snap", total=len(todo), detail="")
         for t in todo:
+            bar.update(job, detail=t.product.path.name)
             res = snap_product(root, t.product.path, cpus=cpus, mem_gb=mem_gb, graph=graph, profile=profile,
                                scratch=scratch, force=force)
             if isinstance(res, Path) and res not in out:
