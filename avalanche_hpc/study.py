@@ -43,6 +43,7 @@ DATE_DIR_RE = re.compile(r"^\d{8}$")
 LABEL_POSITIVE = 1
 LABEL_NEGATIVE = 0
 LABEL_UNKNOWN = -1
+LABEL_NAMES = {LABEL_POSITIVE: "positive", LABEL_NEGATIVE: "negative", LABEL_UNKNOWN: "unknown"}
 
 
 def parse_yyyymmdd(text: str) -> dt.date:

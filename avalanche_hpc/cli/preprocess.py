@@ -63,7 +63,7 @@ def merge(
 @store_app.command("verify")
 def verify(study: StudyArg) -> None:
     """Check schema, shapes, NaN policy and labels against fresh label maps; exit 1 on any problem."""
-    from avalanche_hpc.store.merge import verify_store
+    from avalanche_hpc.store.verify import verify_store
 
     problems = verify_store(study)
     for p in problems:
@@ -77,7 +77,7 @@ def verify(study: StudyArg) -> None:
 @store_app.command("info")
 def info(study: StudyArg) -> None:
     """Print patch counts per massif, orbit, season and label."""
-    from avalanche_hpc.store.merge import store_info
+    from avalanche_hpc.store.verify import store_info
 
     df = store_info(study)
     table = Table(title=f"patches in {study / 'work' / 'patches.h5'}")

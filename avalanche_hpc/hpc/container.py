@@ -65,7 +65,7 @@ def profile_field(profile: Any, name: str, default: Any = None) -> Any:
     return getattr(profile, name, default)
 
 
-def load_profile(profile: Any) -> Any:
+def as_profile(profile: Any) -> Any:
     """A profile as given (mapping or ``Profile``), or read and validated from a TOML file path."""
     if isinstance(profile, (str, Path)):
         from avalanche_hpc.hpc.profiles import load_profile as load_validated
@@ -82,7 +82,7 @@ def requeue_binds(existing_only: bool = True) -> list[str]:
 def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv: bool | None = None,
                      check_image: bool = False) -> list[str] | None:
     """``[apptainer, exec, --nv, --bind, a,b, image.sif]`` when the profile names ``image``, else None."""
-    profile = load_profile(profile)
+    profile = as_profile(profile)
     if profile is None:
         return None
     image = profile_field(profile, "image")
