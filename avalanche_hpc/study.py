@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +34,7 @@ from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Pro
 
 POLARISATIONS = ("VV", "VH")
 LAYOVER_SHADOW = "layover_shadow"
+LAYOVER_SHADOW_CODES = (0, 1, 2, 3)  # valid, layover, shadow, both (SNAP terrain-correction encoding)
 CORRIDOR_LAYER = "corridors"
 INVENTORY_COLUMNS = ("event_id", "path_id", "date_min", "date_max", "deposit_area_m2")
 DATE_DIR_RE = re.compile(r"^\d{8}$")
@@ -361,9 +361,3 @@ class Study:
         if problems:
             raise InputError(problems)
         return df
-
-
-def iter_bands(include_mask: bool = True) -> Iterable[str]:
-    yield from POLARISATIONS
-    if include_mask:
-        yield LAYOVER_SHADOW

@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 
 CONTRACT = "docs/data-contract.md"
 UNITS_VALUES = ("linear", "dB")
-LAYOVER_SHADOW_CODES = (0, 1, 2, 3)
 # Above this many blocks the integrity probe samples block offsets instead of reading them all.
 MAX_BLOCKS_PROBED = 4096
 

@@ -36,7 +36,7 @@ from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.errors import InputError, Problem
 from avalanche_hpc.inputs.grid import Grid
 from avalanche_hpc.inputs.products import PRODUCT_PREFIX_RE, parse_time, product_from_match, relative_orbit
-from avalanche_hpc.study import LAYOVER_SHADOW, POLARISATIONS, Study
+from avalanche_hpc.study import LAYOVER_SHADOW, LAYOVER_SHADOW_CODES, POLARISATIONS, Study
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ def _check_mask_values(f: Path, src, bidx: int, problems: list[Problem]) -> None
     import numpy as np
 
     a = src.read(bidx)
-    bad = np.setdiff1d(np.unique(a[np.isfinite(a)] if a.dtype.kind == "f" else a), [0, 1, 2, 3])
+    bad = np.setdiff1d(np.unique(a[np.isfinite(a)] if a.dtype.kind == "f" else a), LAYOVER_SHADOW_CODES)
     if bad.size:
         problems.append(Problem(str(f), f"band {bidx}", f"mask values {bad[:10].tolist()} are not layover/shadow "
                                 "codes 0 (valid), 1 (layover), 2 (shadow), 3 (both)",

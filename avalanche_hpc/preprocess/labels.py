@@ -31,9 +31,6 @@ from avalanche_hpc.study import LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_UNKNOWN
 
 __all__ = ["label_map", "monitored_flags"]
 
-LABEL_COLUMNS = ("path_id", "label", "event_id", "deposit_area_m2")
-
-
 def monitored_flags(corridors: pd.DataFrame) -> pd.Series:
     """Boolean ``monitored`` per corridor row (True when the optional column is absent or empty)."""
     if "monitored" not in corridors.columns:
