@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError
+from avalanche_hpc.inputs.grid import transform_from_origin
 from avalanche_hpc.inputs.products import list_products, parse_product_name, relative_orbit
 from avalanche_hpc.inputs.snap import gpt as gptmod
 from avalanche_hpc.inputs.snap.auxdata import (
@@ -68,7 +68,7 @@ def make_study(root: Path) -> Path:
     Study.write_config(root, cfg)
     dem = (1500 + np.arange(H * W, dtype="float32").reshape(H, W)).astype("float32")
     with rasterio.open(root / "dem.tif", "w", driver="GTiff", width=W, height=H, count=1, dtype="float32",
-                       crs=f"EPSG:{EPSG}", transform=from_origin(*ORIGIN, 20, 20), nodata=-9999) as ds:
+                       crs=f"EPSG:{EPSG}", transform=transform_from_origin(*ORIGIN, 20, 20), nodata=-9999) as ds:
         ds.write(dem, 1)
     return root
 
@@ -335,7 +335,7 @@ def test_two_slices_of_one_date_are_mosaicked(study, tmp_path, fake_gpt):
     slice2 = raw_path(st, tasks[0]).with_name("S1A_IW_GRDH_1SDV_20170110T054350_20170110T054415_014779_018103_2B7C.tif")
     slice2.parent.mkdir(parents=True)
     with rasterio.open(slice2, "w", driver="GTiff", width=20, height=30, count=3, dtype="float32", crs=f"EPSG:{EPSG}",
-                       transform=from_origin(ORIGIN[0] + 20 * 20, ORIGIN[1], 20, 20)) as ds:
+                       transform=transform_from_origin(ORIGIN[0] + 20 * 20, ORIGIN[1], 20, 20)) as ds:
         ds.write(np.stack([np.full((30, 20), 0.5, "float32"), np.full((30, 20), 0.125, "float32"),
                            np.zeros((30, 20), "float32")]))
     from avalanche_hpc.inputs.snap.tasks import assemble_scene
@@ -421,7 +421,7 @@ def test_stage_dem_warps_a_real_raster_into_another_utm_zone(tmp_path):
     x0, y0 = round(left / 20) * 20, round(top / 20) * 20
     w, h = int((right - left) // 20) - 2, int((top - bottom) // 20) - 2
     with rasterio.open(root / "dem.tif", "w", driver="GTiff", width=w, height=h, count=1, dtype="float32",
-                       crs=f"EPSG:{EPSG}", transform=from_origin(x0, y0, 20, 20), nodata=-9999) as ds:
+                       crs=f"EPSG:{EPSG}", transform=transform_from_origin(x0, y0, 20, 20), nodata=-9999) as ds:
         ds.write(np.zeros((h, w), "float32"), 1)
     out = stage_dem(Study.load(root), source=real)
     with rasterio.open(out) as d:

@@ -88,3 +88,21 @@ class Grid:
         """The gdalwarp options that resample a raster onto this grid."""
         px, py = self.pixel_size
         return f"gdalwarp -te {' '.join(f'{v:.3f}' for v in self.bounds)} -tr {px:g} {py:g}"
+
+
+# rasterio 1.4.4's ``transform.from_origin`` and ``windows.transform`` compose affines with ``*``,
+# which affine 3.0 deprecates (PendingDeprecationWarning on every call). These two do the same
+# arithmetic with ``@`` (affine's ``*`` calls ``@``), so their results are bit-identical.
+def transform_from_origin(west: float, north: float, xsize: float, ysize: float) -> Any:
+    """``rasterio.transform.from_origin``: the affine of a north-up grid with upper-left corner (west, north)."""
+    from affine import Affine
+
+    return Affine.translation(west, north) @ Affine.scale(xsize, -ysize)
+
+
+def window_transform(transform: Any, col_off: float, row_off: float) -> Any:
+    """``rasterio.windows.transform``: the affine of a window whose upper-left pixel is (row_off, col_off)."""
+    from affine import Affine
+
+    x, y = transform @ (col_off, row_off)
+    return Affine.translation(x - transform.c, y - transform.f) @ transform
