@@ -30,7 +30,7 @@ import tomli_w
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from avalanche_hpc.config import StrictModel, config_problems
-from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem, UnknownKeyError
+from avalanche_hpc.errors import ArgumentError, ConfigError, InputError, MissingInputError, Problem, UnknownKeyError
 
 POLARISATIONS = ("VV", "VH")
 LAYOVER_SHADOW = "layover_shadow"
@@ -167,6 +167,14 @@ class Acquisition:
     @property
     def key(self) -> str:
         return f"{self.season}/{self.orbit}/{fmt_yyyymmdd(self.date)}"
+
+    @property
+    def previous(self) -> dt.date:
+        """``prev_date`` of a task that makes a shard (every acquisition but the first of a season)."""
+        if self.prev_date is None:
+            raise ArgumentError(f"{self.key} is the first acquisition of its season on orbit {self.orbit}: "
+                                "it has no previous acquisition, so no change channels and no shard")
+        return self.prev_date
 
 
 def study_config_problems(err: ValidationError, file: Path) -> list[Problem]:

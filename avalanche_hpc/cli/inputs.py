@@ -20,7 +20,7 @@ inputs_app = typer.Typer(help="Validate the study's inputs against the data cont
 PROGRESS_MIN = 50  # show a progress bar from this many scene rasters on
 
 
-def _progress(items: list, total: int, description: str) -> Iterable:
+def _progress(items: Iterable, total: int, description: str) -> Iterable:
     if total < PROGRESS_MIN:
         yield from items
         return

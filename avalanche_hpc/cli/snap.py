@@ -45,7 +45,7 @@ def snap(
     out = snap_products(study, _products(products), dry_run=dry_run, cpus=cpus, mem_gb=mem_gb, graph=graph,
                         profile=profile, scratch=scratch, force=force)
     for item in out:
-        typer.echo(shlex.join(item) if dry_run else str(item))
+        typer.echo(str(item) if isinstance(item, Path) else shlex.join(item))  # dry run: command lines
 
 
 def snap_auxdata(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,15 +155,13 @@ def product_from_match(p: Path, m: re.Match[str]) -> S1Product:
     )
 
 
-def list_products(source: str | Path | list[str | Path]) -> list[S1Product]:
+def list_products(source: str | Path | Sequence[str | Path]) -> list[S1Product]:
     """GRD products from a directory (``*.SAFE`` and ``*.zip`` in it), a text file listing paths, or a list.
 
     Every name is validated; all bad names are reported together (InputError). Sorted by start time.
     """
     paths: list[Path]
-    if isinstance(source, (list, tuple)):
-        paths = [Path(s) for s in source]
-    else:
+    if isinstance(source, str | Path):
         src = Path(source)
         if src.is_dir():
             paths = sorted(q for q in src.iterdir() if q.name.endswith((".SAFE", ".zip")))
@@ -176,6 +175,8 @@ def list_products(source: str | Path | list[str | Path]) -> list[S1Product]:
         else:
             raise InputError(Problem(str(src), "", "does not exist",
                                      "give a directory of products or a text file listing one product path per line"))
+    else:
+        paths = [Path(q) for q in source]
     problems: list[Problem] = []
     out: list[S1Product] = []
     for p in paths:

@@ -166,7 +166,7 @@ class StudyInputs:
         """The label map of (prev_date, date], computed once per process (verify checks and digests both need it)."""
         key = (acq.prev_date, acq.date)
         if key not in self._labels:
-            self._labels[key] = label_map(self.inventory, self.deposition, acq.prev_date, acq.date)
+            self._labels[key] = label_map(self.inventory, self.deposition, acq.previous, acq.date)
         return self._labels[key]
 
     def task_digest(self, acq: Acquisition, labels: pd.DataFrame) -> str:
@@ -174,7 +174,7 @@ class StudyInputs:
             "settings": self.settings(),
             "summer": self.summer_digest(acq.season, acq.orbit),
             "t1": self.scene_fingerprints(acq.orbit, acq.date),
-            "t0": self.scene_fingerprints(acq.orbit, acq.prev_date),
+            "t0": self.scene_fingerprints(acq.orbit, acq.previous),
             "labels": sha256_text(labels.to_csv(index=False)),
             "massifs": sha256_text("|".join(self.deposition["massif"].astype(str))),
         }
@@ -353,7 +353,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         return shard, False
     summer = summer_reference(inputs, acq.season, acq.orbit)
     r0, c0 = inputs.origins()
-    vv0, vh0, m0 = _read_date(inputs, acq.orbit, acq.prev_date, r0, c0)
+    vv0, vh0, m0 = _read_date(inputs, acq.orbit, acq.previous, r0, c0)
     vv1, vh1, m1 = _read_date(inputs, acq.orbit, acq.date, r0, c0)
     patches, frac = compute_channels(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"], m1 | m0)
     dep = inputs.deposition
@@ -363,7 +363,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         "season": acq.season,
         "orbit": acq.orbit,
         "date": acq.date.isoformat(),
-        "prev_date": acq.prev_date.isoformat(),
+        "prev_date": acq.previous.isoformat(),
         "label": labels["label"].to_numpy(),
         "event_id": labels["event_id"].to_numpy(),
         "deposit_area_m2": labels["deposit_area_m2"].to_numpy(),
@@ -376,7 +376,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
     })
     attrs = {
         "digest": digest, "complete": True, "task": acq.key, "season": acq.season, "orbit": acq.orbit,
-        "date": acq.date.isoformat(), "prev_date": acq.prev_date.isoformat(), "study": study.config.name,
+        "date": acq.date.isoformat(), "prev_date": acq.previous.isoformat(), "study": study.config.name,
         "created_by": f"avalanche-hpc {__version__}", "settings": json.dumps(inputs.settings(), sort_keys=True),
         "units": "dB", "elevation_units": "m", "slope_units": "degrees",
         "aspect_units": "degrees clockwise from north (downslope direction)",

@@ -151,7 +151,7 @@ def _check_labels(inputs: StudyInputs, meta: pd.DataFrame, bad) -> None:
             bad(where, f"{int(mism.sum())} label(s) differ from the label map (e.g. {pid}: store "
                 f"{int(s.at[pid, 'label'])} '{s.at[pid, 'event_id']}', inventory says {int(w.at[pid, 'label'])} "
                 f"'{w.at[pid, 'event_id']}'); counts store/label map {counts}", fix)
-        if g["prev_date"].nunique() != 1 or g["prev_date"].iloc[0] != acq.prev_date.isoformat():
+        if g["prev_date"].nunique() != 1 or g["prev_date"].iloc[0] != acq.previous.isoformat():
             bad(where, f"prev_date {sorted(g['prev_date'].unique())} but the previous acquisition is {acq.prev_date}", fix)
     for key in set(groups) - expected_keys:
         bad("/".join(key), f"{len(groups[key])} rows of an acquisition the study does not list", fix)

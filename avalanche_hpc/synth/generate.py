@@ -370,7 +370,7 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
         if orbit_columns[i] is None:  # every date of the orbit was already written (resuming)
             geometry(i)
     cache.clear()
-    truth = _truth_table(world, orbit_columns)
+    truth = _truth_table(world, [c or {} for c in orbit_columns])  # every entry is set by now
     with atomic_path(root / "truth_conditions.csv") as tmp:
         pd.DataFrame(conditions).to_csv(tmp, index=False)
     with atomic_path(study.truth_path) as tmp:

@@ -64,9 +64,9 @@ def make_weather(start: dt.date, end: dt.date, seed: int, top_m: float) -> Weath
     fl = seasonal.copy()
     # warm spells: one or two in winter (rain on snow), several in spring
     # (start day, length in days, rise as a fraction of the relief above 700 m)
-    spells = [(rng.integers(30, 80), rng.integers(3, 7), rng.uniform(0.45, 0.7))]
+    spells: list[tuple[int, int, float]] = [(int(rng.integers(30, 80)), int(rng.integers(3, 7)), rng.uniform(0.45, 0.7))]
     if rng.random() < 0.5:
-        spells.append((rng.integers(60, 100), rng.integers(2, 5), rng.uniform(0.4, 0.6)))
+        spells.append((int(rng.integers(60, 100)), int(rng.integers(2, 5)), rng.uniform(0.4, 0.6)))
     d0 = int(rng.integers(95, 115))
     while d0 < n:
         spells.append((d0, int(rng.integers(4, 12)), rng.uniform(0.15, 0.3)))

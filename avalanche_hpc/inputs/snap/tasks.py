@@ -193,12 +193,12 @@ def assemble_scene(study: Study, orbit: str, date: dt.date) -> list[Path]:
                 raise StageError(f"{raw}: {src.count} band(s), expected {n} (Sigma0_VV, Sigma0_VH, layoverShadowMask) "
                                  "-> was it written by containers/graphs/grd_to_sigma0.xml? delete it and re-run")
             for i, pol in enumerate(REQUIRED_POLS, start=1):
-                tmp = np.full((h, w), np.nan, dtype="float32")
+                warped = np.full((h, w), np.nan, dtype="float32")
                 # SNAP's Terrain-Correction writes 0 outside the swath (band no-data value 0.0)
-                reproject(rasterio.band(src, i), tmp, src_nodata=src.nodata if src.nodata is not None else 0.0,
+                reproject(rasterio.band(src, i), warped, src_nodata=src.nodata if src.nodata is not None else 0.0,
                           dst_transform=transform, dst_crs=crs, dst_nodata=np.nan, resampling=Resampling.nearest)
-                fill = np.isnan(bands[pol]) & np.isfinite(tmp) & (tmp > 0)
-                bands[pol][fill] = tmp[fill]
+                fill = np.isnan(bands[pol]) & np.isfinite(warped) & (warped > 0)
+                bands[pol][fill] = warped[fill]
             tmpm = np.full((h, w), MASK_NODATA, dtype="uint8")
             covered = np.full((h, w), np.nan, dtype="float32")
             reproject(rasterio.band(src, 1), covered, src_nodata=src.nodata if src.nodata is not None else 0.0,
