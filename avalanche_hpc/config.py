@@ -8,6 +8,7 @@ with the valid keys at that place, an unknown choice with the valid choices.
 
 from __future__ import annotations
 
+import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from avalanche_hpc.errors import ConfigError, Problem
+from avalanche_hpc.errors import ConfigError, MissingInputError, Problem
 
 
 class StrictModel(BaseModel):
@@ -104,3 +105,18 @@ def config_error(
     problems = config_problems(err, file, root, doc=doc, nouns=nouns)
     lines = [f"  - {p.where.removeprefix('key ')}: {p.what} -> {p.fix}" for p in problems]
     return ConfigError(f"{file}: {len(lines)} problem(s) in the {kind}:\n" + "\n".join(lines))
+
+
+def read_toml(path: str | Path, *, what: str, example: str) -> dict[str, Any]:
+    """The mapping in a TOML settings file (``what``: 'job spec', ...).
+
+    ``MissingInputError`` when it does not exist (pointing at ``example``), ``ConfigError``
+    naming the file when it is not valid TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{what} {path} does not exist -> see {example}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e

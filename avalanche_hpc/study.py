@@ -22,9 +22,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -350,22 +351,42 @@ class Study:
         if not self.inventory_path.is_file():
             raise MissingInputError(f"{self.inventory_path} is missing -> see docs/data-contract.md (inventory)")
         df = pd.read_csv(self.inventory_path, dtype={"event_id": str, "path_id": str})
-        problems = []
         missing = [c for c in INVENTORY_COLUMNS if c not in df.columns]
         if missing:
             raise InputError(Problem(str(self.inventory_path), "header", f"missing column(s) {missing}",
                                      f"the header must contain {list(INVENTORY_COLUMNS)}"))
-        for col in ("date_min", "date_max"):
-            parsed = pd.to_datetime(df[col], format="%Y-%m-%d", errors="coerce")
-            for i in df.index[parsed.isna()]:
-                problems.append(Problem(str(self.inventory_path), f"row {i + 1}, {col}",
-                                        f"unparsable date {df.at[i, col]!r}", "write ISO dates, YYYY-MM-DD"))
+        dates, problems = inventory_dates(df, self.inventory_path)
+        for col, parsed in dates.items():
             df[col] = parsed.dt.date
-        ok = df["date_min"].notna() & df["date_max"].notna()
-        for i in df.index[ok & (df["date_max"] < df["date_min"])]:
-            problems.append(Problem(str(self.inventory_path), f"row {i + 1}",
-                                    f"date_max {df.at[i, 'date_max']} is before date_min {df.at[i, 'date_min']}",
-                                    "swap the two dates or correct the window"))
         if problems:
             raise InputError(problems)
         return df
+
+
+def inventory_dates(df: Any, file: str | Path, row: Callable[[int], str] = lambda i: f"row {i + 1}",
+                    ) -> tuple[dict[str, Any], list[Problem]]:
+    """``date_min``/``date_max`` of an inventory table parsed (ISO ``YYYY-MM-DD``, surrounding spaces
+    ignored; NaT where unparsable), and the problems: each unparsable date, each inverted window.
+
+    The one parser of inventory dates (``Study.read_inventory`` and ``inputs check``); ``row(i)``
+    names a row (1-based data rows). Columns that are absent are left out.
+    """
+    import pandas as pd
+
+    dates: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for col in ("date_min", "date_max"):
+        if col not in df.columns:
+            continue
+        parsed = pd.to_datetime(df[col].astype("string").str.strip(), format="%Y-%m-%d", errors="coerce")
+        for i in df.index[parsed.isna()]:
+            problems.append(Problem(str(file), f"{row(i)}, {col}", f"unparsable date {df.at[i, col]!r}",
+                                    "write ISO dates, YYYY-MM-DD"))
+        dates[col] = parsed
+    if len(dates) == 2:
+        lo, hi = dates["date_min"], dates["date_max"]
+        for i in df.index[lo.notna() & hi.notna() & (hi < lo)]:
+            problems.append(Problem(str(file), f"{row(i)}, date_max",
+                                    f"date_max {hi[i].date()} is before date_min {lo[i].date()}",
+                                    "swap the two dates or correct the window"))
+    return dates, problems

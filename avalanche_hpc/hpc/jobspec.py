@@ -24,14 +24,13 @@ Everything is validated before any work starts; an unknown key is answered with 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from avalanche_hpc.config import StrictModel, config_error
-from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.config import StrictModel, config_error, read_toml
+from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.hpc.profiles import STAGES, StageName
 
 
@@ -134,12 +133,7 @@ def parse_job(data: dict[str, Any], base_dir: Path, source: Path | None = None) 
 def load_job(path: str | Path) -> JobSpec:
     """Read and validate a job TOML file."""
     path = Path(path).resolve()
-    if not path.is_file():
-        raise MissingInputError(f"job spec {path} does not exist -> see jobs/demo.toml for an example")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    data = read_toml(path, what="job spec", example="jobs/demo.toml for an example")
     if "source" in data:
         raise ConfigError(f"{path}: 'source' is not a job key")
     return parse_job(data, path.parent, path)

@@ -21,14 +21,13 @@ Units: ``time_min`` minutes, ``mem_gb`` GiB per node, ``signal_delay_s`` seconds
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from avalanche_hpc.config import StrictModel, config_error
-from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.config import StrictModel, config_error, read_toml
+from avalanche_hpc.errors import ConfigError
 
 STAGES = ("synth", "check", "preprocess", "merge", "train", "baseline", "report")
 StageName = Literal["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
@@ -101,11 +100,6 @@ def parse_profile(data: dict[str, Any], source: str | Path = "<profile>") -> Pro
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile TOML file; errors name the file, the key and the valid keys."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"cluster profile {path} does not exist -> see slurm/profiles/ for examples "
-                                "(local.toml, example-university.toml)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    data = read_toml(path, what="cluster profile",
+                     example="slurm/profiles/ for examples (local.toml, example-university.toml)")
     return parse_profile(data, path)

@@ -47,6 +47,7 @@ from avalanche_hpc.study import (
     POLARISATIONS,
     Study,
     StudyConfig,
+    inventory_dates,
     parse_yyyymmdd,
     study_config_problems,
 )
@@ -577,21 +578,7 @@ def _check_inventory(root: Path, path_ids: set[str] | None, report: CheckReport)
                 problems.append(Problem(str(path), f"{row(i)}, path_id {pid}",
                                         f"path_id {pid!r} is not in corridors.gpkg",
                                         "correct the path_id or add the corridor to corridors.gpkg"))
-    dates: dict[str, pd.Series] = {}
-    for col in ("date_min", "date_max"):
-        if col not in df.columns:
-            continue
-        parsed = pd.to_datetime(df[col].str.strip(), format="%Y-%m-%d", errors="coerce")
-        for i in df.index[parsed.isna()]:
-            problems.append(Problem(str(path), f"{row(i)}, {col}", f"unparsable date {df.at[i, col]!r}",
-                                    "write ISO dates, YYYY-MM-DD"))
-        dates[col] = parsed
-    if len(dates) == 2:
-        lo, hi = dates["date_min"], dates["date_max"]
-        for i in df.index[lo.notna() & hi.notna() & (hi < lo)]:
-            problems.append(Problem(str(path), f"{row(i)}, date_max",
-                                    f"date_max {hi[i].date()} is before date_min {lo[i].date()}",
-                                    "swap the two dates or correct the window"))
+    problems.extend(inventory_dates(df, path, row)[1])
     if "deposit_area_m2" in df.columns:
         for i in df.index:
             raw = df.at[i, "deposit_area_m2"].strip()
