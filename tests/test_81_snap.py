@@ -1,4 +1,4 @@
-"""The SNAP stage without SNAP: product names, gpt command lines, staging checks, scene assembly, the CLI.
+"""The SNAP step without SNAP: product names, gpt command lines, auxdata checks, scene assembly, the CLI.
 
 SNAP itself cannot run here. Where a test needs a ``gpt`` executable to exercise the task
 plumbing (checks before start, temporary output + rename, assembly onto the DEM grid), it
@@ -193,7 +193,7 @@ def test_missing_gpt_says_how_to_use_the_image(monkeypatch, tmp_path):
     assert "apptainer exec" in msg and "avalanche.sif" in msg and "image =" in msg
 
 
-# -- staging for offline nodes ---------------------------------------------------------------------
+# -- auxdata for offline nodes ----------------------------------------------------------------------
 def orbit_name(mission: str, start: dt.datetime) -> str:
     v0, v1 = start - dt.timedelta(hours=2), start + dt.timedelta(hours=24)
     return (f"{mission}_OPER_AUX_POEORB_OPOD_{start + dt.timedelta(days=20):%Y%m%dT%H%M%S}_"
@@ -260,7 +260,7 @@ def test_fetch_auxdata_from_a_mirror_then_verify(study, orbit_mirror):
                       egm96_url=f"{orbit_mirror}/dem/egm96/ww15mgh_b.zip")
 
 
-# -- the stage and the CLI ---------------------------------------------------------------------------
+# -- the snap step and the CLI -----------------------------------------------------------------------
 FAKE_GPT = r'''#!{python}
 """Stand-in for SNAP gpt (tests only): writes Sigma0_VV, Sigma0_VH, layoverShadowMask like the graph's Write."""
 import sys
