@@ -85,7 +85,7 @@ def measure(args) -> dict:
     out["matmul_gflops_bf16"] = matmul_gflops(1024 if args.quick else 2048, reps, torch.bfloat16)
     vgg = build_vgg16(resolve_weights("none"))
     backbone = Backbone(vgg)
-    head = init_head(None, 0, pretrained_fc=False)
+    head = init_head(torch.nn.Module(), 0, pretrained_fc=False)
     f_bb, f_head, f_train = conv_flops(vgg, crop), head_flops(head), head_train_flops(head)
     out["flops_backbone"], out["flops_head_fwd"], out["flops_head_train"] = f_bb, f_head, f_train
     out["flops_unfolded_classifier_fwd"] = 2 * sum(m.in_features * m.out_features for m in vgg.classifier

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from avalanche_hpc.preprocess.tasks import preprocess_all, task_is_complete
-from avalanche_hpc.store.dataset import PatchDataset
 from avalanche_hpc.store.layout import META_COLUMNS, patch_dtype, read_attrs, read_patches, write_patches
-from avalanche_hpc.store.merge import merge_store, verify_store
+from avalanche_hpc.store.merge import merge_store
+from avalanche_hpc.store.verify import verify_store
 from avalanche_hpc.study import Study
 from tests.test_31_preprocess import ORBIT, SEASON, WINTER, build_hand_study
 
@@ -71,6 +71,3 @@ def test_float16_study_preprocess_merge_verify(tmp_path, layout):
     ok = np.isfinite(ref)
     assert np.all(np.abs(got[ok] - ref[ok]) <= np.abs(ref[ok]) * 2.0**-11 + 2.0**-25)
     assert verify_store(root) == []
-    ds = PatchDataset(store, crop=8)
-    x, _ = ds[0]
-    assert x.dtype.is_floating_point and str(x.dtype) == "torch.float32"

@@ -46,10 +46,10 @@ def _same_run(a, b, exact: bool = False) -> None:
 def test_fused_adam_of_the_stack_is_torch_adam():
     """The stacked update is torch.optim.Adam(fused=True) applied to each slot, bit for bit."""
     torch.manual_seed(0)
-    head = init_head(None, 0, pretrained_fc=False)
+    head = init_head(torch.nn.Module(), 0, pretrained_fc=False)
     heads = StackedHeads(2, torch.device("cpu"), 4096, 512, 2)
     heads.load(0, head)
-    heads.load(1, init_head(None, 1, pretrained_fc=False))
+    heads.load(1, init_head(torch.nn.Module(), 1, pretrained_fc=False))
     opt = torch.optim.Adam(head.param_groups(1e-5), fused=True)
     for _ in range(3):
         grads = [torch.randn_like(p) for p in head.parameters()]
@@ -160,7 +160,7 @@ def test_bad_sweep_arguments(study):
 def test_job_with_sweep_is_one_train_task(study):
     """train.sweep = true: the train stage is one task (one bank) that trains every split x seed."""
     from avalanche_hpc.hpc.jobspec import parse_job
-    from avalanche_hpc.hpc.pipeline import is_complete, list_stage_tasks, run_task
+    from avalanche_hpc.hpc.stages import is_complete, list_stage_tasks, run_task
 
     job = parse_job({"name": "sw", "experiment": "job-sweep", "stages": ["train"], "study": {"path": str(study)},
                      "train": {"sweep": True, "seeds": [0, 1], "holdouts": ["Vanoise"], "weights": "none",

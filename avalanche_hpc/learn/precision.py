@@ -93,7 +93,7 @@ def prepare(features: nn.Module, mode: str) -> nn.Module:
         return features
     import copy
 
-    return copy.deepcopy(features).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+    return copy.deepcopy(features).to(dtype=torch.bfloat16).to(memory_format=torch.channels_last)
 
 
 def run_features(module: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -155,6 +155,21 @@ def resolve(mode: str, features_factory, device: torch.device, crop: int = 50) -
         return mode, None
     p = probe(features_factory(), device, crop)
     return p.chosen, p
+
+
+def recorded_precision(features_dir, device: torch.device) -> str | None:
+    """The mode an experiment recorded (``AVALANCHE_HPC_PRECISION`` first), or None; never probes."""
+    import json
+    from pathlib import Path
+
+    env = os.environ.get(ENV)
+    if env in MODES:
+        return env
+    try:
+        chosen = json.loads((Path(features_dir) / f"precision-{device.type}.json").read_text(encoding="utf-8"))["chosen"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return chosen if chosen in MODES else None
 
 
 def experiment_precision(features_dir, mode: str, features_factory, device: torch.device, crop: int = 50) -> str:

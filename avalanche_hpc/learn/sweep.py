@@ -55,7 +55,7 @@ from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.learn import train as T
 from avalanche_hpc.learn.features import DEFAULT_VIEWS, load_or_build_bank
-from avalanche_hpc.learn.model import DROPOUT, FOLD_FACTOR, Backbone, Head, build_vgg16, init_head
+from avalanche_hpc.learn.model import DROPOUT, FOLD_FACTOR, HIDDEN, Backbone, Head, build_vgg16, init_head
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
 from avalanche_hpc.learn.weights import resolve_weights
 from avalanche_hpc.study import Study
@@ -84,8 +84,8 @@ class _Run:
     state: dict = field(default_factory=lambda: {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1,
                                                  "bad_epochs": 0, "stopped": False, "history": []})
     batch_size: int = 64
-    order: np.ndarray | None = None
-    views: np.ndarray | None = None
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # set by start_epoch
+    views: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     batch: int = 0
     loss_sum: float = 0.0
     count: int = 0
@@ -93,8 +93,12 @@ class _Run:
     checkpoint_due: bool = False
 
     @property
+    def n_train(self) -> int:
+        return len(self.train_idx)
+
+    @property
     def n_batches(self) -> int:
-        return 0 if self.order is None else -(-len(self.order) // self.batch_size)
+        return -(-self.n_train // self.batch_size)
 
     def start_epoch(self) -> None:
         rng = np.random.default_rng([self.seed, self.state["epoch"], 7])
@@ -284,12 +288,13 @@ def train_sweep(
     settings.validate()
     resolved = resolve_weights(weights, weights_sha256)
     dev = T.select_device(device)
-    features_dir = study.runs_dir(experiment) / "features"
+    runs = study.runs(experiment)
+    features_dir = runs.features_dir
     settings = T.resolve_settings_precision(settings, features_dir, resolved, dev)
 
     # data: the splits partition one pool; the patches are read once
     tables = {s: read_split(make_split(root, experiment, s, split_seed)) for s in splits}
-    first = T.load_run_data(study, study.runs_dir(experiment) / splits[0] / "split.csv")
+    first = T.load_run_data(study, runs.split_csv(splits[0]))
     rows = first.table["store_row"].to_numpy(dtype=np.int64)
     datas: dict[str, T.RunData] = {}
     for s, table in tables.items():
@@ -309,7 +314,7 @@ def train_sweep(
         raise ConfigError(f"part {part}: needs 0 <= index < count")
     mine = [(s, seed) for s in splits for seed in seeds][i_part::n_part]
     for s, seed in ([] if bank_only else mine):
-        out = T.run_dir(study, experiment, s, seed)
+        out = runs.cnn(s, seed).dir
         outs.append(out)
         record = T._settings_record(study, experiment, s, seed, split_seed, resolved.as_record(), settings,
                                     first.digest)
@@ -356,9 +361,11 @@ def train_sweep(
         sets = data.table["set"].to_numpy()
         labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64), device=dev)
         train_idx, val_idx = np.flatnonzero(sets == "train"), np.flatnonzero(sets == "val")
-        run = _Run(split, seed, T.run_dir(study, experiment, split, seed), source, data, train_idx,
+        run = _Run(split, seed, runs.cnn(split, seed).dir, source, data, train_idx,
                    source.centre(val_idx), labels[val_idx], labels, batch_size=batch_size)
-        head = init_head(vgg, seed, pretrained_fc=resolved.kind != "none").to(dev)
+        pretrained = resolved.kind != "none"  # random init draws every FC layer from the seed, reads no layer
+        head = init_head(vgg if pretrained and vgg is not None else torch.nn.Module(), seed,
+                         pretrained_fc=pretrained).to(dev)
         if resolved.kind == "none":
             head.set_standardisation(source.standardisation_sample(train_idx))
         optim_state = None
@@ -371,7 +378,7 @@ def train_sweep(
             log.info("resuming %s at epoch %d", run.out, run.state["epoch"])
         return run, head, optim_state
 
-    hidden = init_head(None, 0, pretrained_fc=False).fc2.in_features
+    hidden = HIDDEN
     n_slots = min(slots, len(todo))
     heads = StackedHeads(n_slots, dev, hidden, bank.feats.shape[-1], 2)
     pending = deque(todo)
@@ -401,7 +408,8 @@ def train_sweep(
 
     def finish_in_slot(run: _Run, s: int) -> None:
         checkpoint(run, s)
-        T._write_results(study, run.out, Head(hidden=hidden).to(dev), run.source, run.data, run.state["best_epoch"])
+        T.write_results(study, runs.cnn(run.split, run.seed), Head(hidden=hidden).to(dev), run.source, run.data,
+                        run.state["best_epoch"])
 
     def end_epoch(run: _Run, s: int) -> bool:
         """Evaluate, record, early-stop; True when the run is finished."""
@@ -428,52 +436,52 @@ def train_sweep(
         task = bar.add_task(f"sweep {experiment}: {n_total} runs, {n_slots} at once", total=n_total) if bar else None
         while active:
             a = len(active)
-            sizes = [min(batch_size, len(r.order) - r.batch * batch_size) for r in active]
+            sizes = [min(batch_size, r.n_train - r.batch * batch_size) for r in active]
             m = batch_size  # constant: a run's products do not depend on the other runs' batch sizes
             x = torch.zeros((a, m, bank.feats.shape[-1]), device=dev)
             y = torch.zeros((a, m), dtype=torch.int64, device=dev)
             w = torch.zeros((a, m), device=dev)
             mk1 = torch.zeros((a, m, hidden), device=dev)
             mk2 = torch.zeros((a, m, hidden), device=dev)
-            for s, (r, n) in enumerate(zip(active, sizes, strict=True)):
+            for k, (r, n) in enumerate(zip(active, sizes, strict=True)):
                 sl = slice(r.batch * batch_size, r.batch * batch_size + n)
                 gidx = r.order[sl]
-                x[s, :n] = r.source.train_features(gidx, r.views[sl])
-                y[s, :n] = r.labels[torch.from_numpy(gidx).to(dev)]
-                w[s, :n] = 1.0 / n
+                x[k, :n] = r.source.train_features(gidx, r.views[sl])
+                y[k, :n] = r.labels[torch.from_numpy(gidx).to(dev)]
+                w[k, :n] = 1.0 / n
                 m1, m2 = T._epoch_masks(r.seed, r.state["epoch"], r.batch, n, hidden)
-                mk1[s, :n], mk2[s, :n] = m1, m2
+                mk1[k, :n], mk2[k, :n] = m1, m2
             losses = heads.step(a, x, y, w, (mk1, mk2), lr).tolist()
             if time.monotonic() - last_ckpt >= checkpoint_interval_s:
                 for r in active:
                     r.checkpoint_due = True
                 last_ckpt = time.monotonic()
             leave = []  # (slot, finished?)
-            for s, (r, n) in enumerate(zip(active, sizes, strict=True)):
-                r.loss_sum += losses[s]
+            for k, (r, n) in enumerate(zip(active, sizes, strict=True)):
+                r.loss_sum += losses[k]
                 r.count += n
                 r.batch += 1
                 if r.batch < r.n_batches:
                     continue
-                if end_epoch(r, s):
-                    leave.append((s, True))
+                if end_epoch(r, k):
+                    leave.append((k, True))
                 elif stop_after_epochs is not None and r.epochs_here >= stop_after_epochs:
-                    checkpoint(r, s)
-                    leave.append((s, False))
+                    checkpoint(r, k)
+                    leave.append((k, False))
                 else:
                     if r.checkpoint_due:
-                        checkpoint(r, s)
+                        checkpoint(r, k)
                         r.checkpoint_due = False
                     r.start_epoch()
-            for s, finished in sorted(leave, reverse=True):  # the last slot fills the hole
+            for k, finished in sorted(leave, reverse=True):  # the last slot fills the hole
                 if finished:
-                    finish_in_slot(active[s], s)
+                    finish_in_slot(active[k], k)
                     if bar:
                         bar.advance(task)
                 last = len(active) - 1
-                if s != last:
-                    heads.move(last, s)
-                    active[s] = active[last]
+                if k != last:
+                    heads.move(last, k)
+                    active[k] = active[last]
                 active.pop()
             fill()
     return outs
