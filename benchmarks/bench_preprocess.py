@@ -146,33 +146,50 @@ def float16_error(root: Path) -> dict:
             "max_abs_db": biggest}
 
 
-def preprocess_figures(root: Path, repeat: int | None = None) -> dict:
+def preprocess_figures(root: Path, repeat: int | None = None, dtypes: list[str] | None = None,
+                       naive: bool = True) -> dict:
     """Best of ``repeat`` runs of each measurement (the machine is shared: the minimum is the signal);
-    by default 3, or 2 for studies of more than 50 000 patches."""
+    by default 3, or 2 for studies of more than 50 000 patches.
+
+    ``dtypes``: store dtypes to time (``patch_dtype``), interleaved with the bare read in every
+    repeat so that a change of load hits all of them alike; the study's own dtype is restored."""
     t = time.perf_counter()
     prepare_references(root)
     t_refs = time.perf_counter() - t
     tasks = list_tasks(root)
     n_corr = len(StudyInputs.load(root).deposition)
+    own = Study.load(root).config.patch_dtype
+    dtypes = dtypes or [own]
     if repeat is None:
         repeat = 3 if len(tasks) * n_corr <= 50_000 else 2
     bare_read(root)  # warm the OS cache for every measurement
-    t_bare, t_naive, t_pre, t_cold = [], [], [], []
+    t_bare, t_naive, t_cold = [], [], []
+    t_pre: dict[str, list[float]] = {d: [] for d in dtypes}
+    size: dict[str, int] = {}
     a = tasks[len(tasks) // 2]
     for _ in range(repeat):
         t_bare.append(bare_read(root))
-        t_naive.append(bare_read(root, grouped=False))
-        t = time.perf_counter()
-        preprocess_all(root, force=True, progress=False, check=False)
-        t_pre.append(time.perf_counter() - t)
+        if naive:
+            t_naive.append(bare_read(root, grouped=False))
+        for dtype in dtypes:
+            set_patch_dtype(root, dtype)
+            t = time.perf_counter()
+            preprocess_all(root, force=True, progress=False, check=False)
+            t_pre[dtype].append(time.perf_counter() - t)
+            size[dtype] = sum(p.stat().st_size for p in (Study.load(root).work_dir / "shards").rglob("*.h5"))
         t = time.perf_counter()
         preprocess_task(root, a.season, a.orbit, a.date, force=True)
         t_cold.append(time.perf_counter() - t)
+    set_patch_dtype(root, own)
+    preprocess_all(root, progress=False, check=False)  # the study's own dtype again (not timed)
     t = time.perf_counter()
     preprocess_all(root, progress=False, check=False)
     t_skip = time.perf_counter() - t
+    pre = {d: min(v) for d, v in t_pre.items()}
     return {"tasks": len(tasks), "corridors": n_corr, "patches": len(tasks) * n_corr, "t_refs": t_refs,
-            "t_bare": min(t_bare), "t_naive": min(t_naive), "t_pre": min(t_pre), "t_cold": min(t_cold), "t_skip": t_skip}
+            "t_bare": min(t_bare), "t_naive": min(t_naive) if t_naive else float("nan"),
+            "t_pre": pre.get(own, next(iter(pre.values()))), "t_pre_by_dtype": pre, "bytes_by_dtype": size,
+            "t_cold": min(t_cold), "t_skip": t_skip}
 
 
 def merge_figures(work: Path, n_shards: int, per_shard: int, patch: int = 64, n_reads: int = 3000) -> dict:
@@ -226,6 +243,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     ap.add_argument("--skip-scaling", action="store_true", help="skip sections 2 and 3 (scene area, store layout)")
     ap.add_argument("--dtypes", default="float32,float16", help="store dtypes to measure, comma-separated")
+    ap.add_argument("--skip-naive", action="store_true", help="skip the naive one-read-per-window baseline")
     ap.add_argument("--repeat", type=int, default=None, help="best of N runs of each measurement (default 3, or 2 "
                                                             "above 50 000 patches)")
     args = ap.parse_args()
@@ -254,20 +272,15 @@ def main() -> None:
         os.sync()
         own_dtype = Study.load(root).config.patch_dtype
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-        by_dtype = {}
-        for dtype in dtypes:
-            set_patch_dtype(root, dtype)
-            by_dtype[dtype] = preprocess_figures(root, args.repeat)
-            by_dtype[dtype]["store_bytes_per_run"] = sum(
-                p.stat().st_size for p in (Study.load(root).work_dir / "shards").rglob("*.h5"))
-            if dtype == "float32":
-                figures.update(float16_error(root))
+        set_patch_dtype(root, "float32")
+        preprocess_all(root, progress=False, check=False)
+        figures.update(float16_error(root))  # from float32 shards: what float16 would store
         set_patch_dtype(root, own_dtype)
-        for dtype, g in by_dtype.items():
-            figures[f"preprocess_over_grouped_read_{dtype}"] = g["t_pre"] / g["t_bare"]
-            figures[f"preprocess_s_{dtype}"] = g["t_pre"]
-            figures[f"shards_bytes_{dtype}"] = g["store_bytes_per_run"]
-        f = by_dtype.get(own_dtype, next(iter(by_dtype.values())))
+        f = preprocess_figures(root, args.repeat, dtypes, naive=not args.skip_naive)
+        for dtype in dtypes:
+            figures[f"preprocess_over_grouped_read_{dtype}"] = f["t_pre_by_dtype"][dtype] / f["t_bare"]
+            figures[f"preprocess_s_{dtype}"] = f["t_pre_by_dtype"][dtype]
+            figures[f"shards_bytes_{dtype}"] = f["bytes_by_dtype"][dtype]
         figures.update({"study": root.name, "tasks": f["tasks"], "patches": f["patches"], "grouped_read_s": f["t_bare"],
                         "naive_read_s": f["t_naive"], "preprocess_s": f["t_pre"],
                         "preprocess_over_grouped_read": f["t_pre"] / f["t_bare"],
@@ -286,9 +299,10 @@ def main() -> None:
         print(f"one cold array task (fresh process state): {f['t_cold']:8.3f} s; bare read of its windows {bare_task:.3f} s "
               f"-> ratio {f['t_cold'] / bare_task:.2f}")
         print(f"second run, all tasks skipped       : {f['t_skip']:8.2f} s")
-        for dtype, g in by_dtype.items():
-            print(f"store dtype {dtype}: preprocess_all {g['t_pre']:8.2f} s, shards {g['store_bytes_per_run'] / 2**20:8.1f} MiB, "
-                  f"ratio preprocess / grouped read {g['t_pre'] / g['t_bare']:6.2f} (same run, same windows)")
+        for dtype in dtypes:
+            print(f"store dtype {dtype}: preprocess_all {f['t_pre_by_dtype'][dtype]:8.2f} s, shards "
+                  f"{f['bytes_by_dtype'][dtype] / 2**20:8.1f} MiB, ratio preprocess / grouped read "
+                  f"{f['t_pre_by_dtype'][dtype] / f['t_bare']:6.2f} (same run, interleaved, same windows)")
         if "float16_max_abs_error_db" in figures:
             print(f"float16 rounding: largest error {figures['float16_max_abs_error_db']:.4f} dB "
                   f"(relative {figures['float16_max_rel_error']:.2g}; values up to {figures['max_abs_db']:.1f} dB, "
