@@ -9,7 +9,8 @@ the fp32 rate. So the backbone's precision is a setting:
   on CUDA): a bf16 copy of the frozen weights made once (autocast would cast the 15 M weights
   at every call: at a batch of 8 that cast cost more than the bf16 convolutions saved), inputs
   cast to bf16, features returned as float32 - the arithmetic of autocast without its casts;
-- ``"auto"`` (default): ``probe()`` times the backbone on a small batch in each mode (fp32 NCHW,
+- ``"auto"`` (default): ``probe()`` times the backbone (CPU time on a CPU: robust on a shared
+  machine) on a small batch in each mode (fp32 NCHW,
   fp32 channels-last, bf16 channels-last), checks that bf16 features agree with fp32 ones
   (relative error below ``BF16_MAX_REL_ERROR``), and takes the fastest mode that passes; bf16
   only when it is at least ``BF16_MIN_SPEEDUP`` x faster than the best fp32 mode. The result is
@@ -123,16 +124,19 @@ def probe(features: nn.Module, device: torch.device, crop: int = 50, batch: int 
     for mode in MODES:  # warm-up (oneDNN primitive creation)
         apply(features, "fp32-cl" if mode == "fp32-cl" else "fp32")
         run_features(runner[mode], x, mode)
+    # CPU: this process's CPU time (time slices taken by other jobs on a shared machine do not count);
+    # CUDA: wall time after a synchronize
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     for _ in range(reps):  # modes interleaved: a change of load on a shared machine hits every mode
         for mode in MODES:
             apply(features, "fp32-cl" if mode == "fp32-cl" else "fp32")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            t = time.perf_counter()
+            t = clock()
             outs[mode] = run_features(runner[mode], x, mode)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            best[mode] = min(best[mode], time.perf_counter() - t)
+            best[mode] = max(min(best[mode], clock() - t), 1e-9)
     rate = {m: batch / t for m, t in best.items()}
     apply(features, "fp32")
     ref = outs["fp32"]
