@@ -105,7 +105,7 @@ class TrainSettings:
     n_views: int = DEFAULT_VIEWS  # feature-bank views per sample (besides the centre view)
     crop: int = 50  # px
     feature_bank: bool = True
-    precision: str = "fp32"  # the backbone's (precision.py): fp32, fp32-cl or bf16; "auto" is resolved first
+    precision: str = "auto"  # the backbone's (precision.py): fp32, fp32-cl, bf16, or auto (resolved before use)
 
     def validate(self) -> None:
         bad = []
