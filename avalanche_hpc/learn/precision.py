@@ -17,7 +17,7 @@ the fp32 rate. So the backbone's precision is a setting:
   kept per machine (``~/.cache/avalanche-hpc/precision-{machine}.json``, machine = CPU model and
   bf16/AMX flags, torch version, GPU name; ``AVALANCHE_HPC_CACHE`` moves the folder), so a loaded
   moment does not flip the choice from one run to the next, and per experiment
-  (``runs/{experiment}/features/precision-{device}.json``), so every run of an experiment uses the
+  (``runs/{experiment}/precision-{device}.json``), so every run of an experiment uses the
   bank of the same mode. ``AVALANCHE_HPC_PRECISION`` (fp32, fp32-cl, bf16) overrides both
   without a probe (e.g. to pin a cluster's choice in a job script).
 
@@ -161,7 +161,7 @@ def resolve(mode: str, features_factory, device: torch.device, crop: int = 50) -
     return p.chosen, p
 
 
-def recorded_precision(features_dir, device: torch.device) -> str | None:
+def recorded_precision(experiment_dir, device: torch.device) -> str | None:
     """The mode an experiment recorded (``AVALANCHE_HPC_PRECISION`` first), or None; never probes."""
     import json
     from pathlib import Path
@@ -170,13 +170,13 @@ def recorded_precision(features_dir, device: torch.device) -> str | None:
     if env in MODES:
         return env
     try:
-        chosen = json.loads((Path(features_dir) / f"precision-{device.type}.json").read_text(encoding="utf-8"))["chosen"]
+        chosen = json.loads((Path(experiment_dir) / f"precision-{device.type}.json").read_text(encoding="utf-8"))["chosen"]
     except (OSError, ValueError, KeyError):
         return None
     return chosen if chosen in MODES else None
 
 
-def experiment_precision(features_dir, mode: str, features_factory, device: torch.device, crop: int = 50) -> str:
+def experiment_precision(experiment_dir, mode: str, features_factory, device: torch.device, crop: int = 50) -> str:
     """The concrete mode of an experiment: ``mode`` itself, or for "auto" the probe's choice.
 
     The choice is measured once per experiment and device type and kept in
@@ -193,7 +193,7 @@ def experiment_precision(features_dir, mode: str, features_factory, device: torc
         return mode
     if os.environ.get(ENV):
         return probe(None, device, crop).chosen  # type: ignore[arg-type]  # env: no module needed
-    path = Path(features_dir) / f"precision-{device.type}.json"
+    path = Path(experiment_dir) / f"precision-{device.type}.json"
     machine = machine_cache_path(device)
     for known in (path, machine):
         if known.is_file():

@@ -290,7 +290,7 @@ def train_sweep(
     dev = T.select_device(device)
     runs = study.runs(experiment)
     features_dir = runs.features_dir
-    settings = T.resolve_settings_precision(settings, features_dir, resolved, dev)
+    settings = T.resolve_settings_precision(settings, runs.root, resolved, dev)
 
     # data: the splits partition one pool; the patches are read once
     tables = {s: read_split(make_split(root, experiment, s, split_seed)) for s in splits}

@@ -126,7 +126,7 @@ class TrainSettings:
         check_crop(self.crop)
 
 
-def resolve_settings_precision(settings: TrainSettings, features_dir: Path, weights: ResolvedWeights,
+def resolve_settings_precision(settings: TrainSettings, experiment_dir: Path, weights: ResolvedWeights,
                                device: torch.device, measure: bool = True) -> TrainSettings:
     """``settings`` with "auto" precision replaced by the experiment's measured choice (precision.py).
 
@@ -136,9 +136,9 @@ def resolve_settings_precision(settings: TrainSettings, features_dir: Path, weig
     if settings.precision != "auto":
         return settings
     if not measure:
-        mode = recorded_precision(features_dir, device)
+        mode = recorded_precision(experiment_dir, device)
         return settings if mode is None else replace(settings, precision=mode)
-    mode = experiment_precision(features_dir, settings.precision,
+    mode = experiment_precision(experiment_dir, settings.precision,
                                 lambda: build_vgg16(weights).features.to(device), device, settings.crop)
     return replace(settings, precision=mode)
 
@@ -443,7 +443,7 @@ def run_is_complete(root: Path, request: RunRequest) -> bool:
     if not (files.metrics.is_file() and files.config.is_file() and split_csv.is_file()):
         return False
     resolved = _check_request(study, request, None)
-    settings = resolve_settings_precision(request.settings, study.runs(request.experiment).features_dir, resolved,
+    settings = resolve_settings_precision(request.settings, study.runs(request.experiment).root, resolved,
                                           select_device("auto"), measure=False)
     if settings.precision == "auto":  # no backbone precision recorded: no run of this experiment finished
         return False
@@ -469,10 +469,10 @@ def prepare_run(study: Study, request: RunRequest, control: RunControl,
 
     if main:
         make_split(study.root, request.experiment, request.split, request.split_seed)
-        s = resolve_settings_precision(s, runs.features_dir, resolved, device)
+        s = resolve_settings_precision(s, runs.root, resolved, device)
     _barrier(dist)
     if not main:  # reads rank 0's choice
-        s = resolve_settings_precision(s, runs.features_dir, resolved, device)
+        s = resolve_settings_precision(s, runs.root, resolved, device)
     request = replace(request, settings=s)
     data = load_run_data(study, runs.split_csv(request.split))
     record = _run_record(study, request, resolved, data)
