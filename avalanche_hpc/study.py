@@ -283,6 +283,10 @@ class Study:
     def reports_dir(self, experiment: str) -> Path:
         return self.root / "reports" / experiment
 
+    def detection_paths(self, experiment: str) -> DetectionPaths:
+        """Every path of the detection product of an experiment (``STUDY/detections/{experiment}/``)."""
+        return DetectionPaths(self.root / "detections" / experiment)
+
     # -- acquisitions -----------------------------------------------------------------------
     def scene_dates(self, orbit: str) -> list[dt.date]:
         """Dates with a scene folder for this orbit (sorted); folders that are not YYYYMMDD are ignored."""
@@ -375,6 +379,43 @@ class Study:
         if problems:
             raise InputError(problems)
         return df
+
+
+@dataclass(frozen=True)
+class DetectionPaths:
+    """The files of ``STUDY/detections/{experiment}/`` (layout: docs/data-contract.md, "Detections")."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        """The detector record: runs used, their sha256, thresholds, precision; written before any part."""
+        return self.root / "model.json"
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.root / "parts"
+
+    def part(self, season: str, orbit: str, date: dt.date) -> Path:
+        """Scores of one (season, orbit, date): the output of one array task."""
+        return self.parts_dir / season / orbit / f"{fmt_yyyymmdd(date)}.csv"
+
+    @property
+    def geopackage(self) -> Path:
+        return self.root / "detections.gpkg"
+
+    @property
+    def activity(self) -> Path:
+        return self.root / "activity.csv"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation.csv"
+
+    @property
+    def provenance(self) -> Path:
+        """Written last by the publish step: its presence means the products above are complete."""
+        return self.root / "provenance.json"
 
 
 def iter_bands(include_mask: bool = True) -> Iterable[str]:
