@@ -83,6 +83,20 @@ class BaselineSpec(_Model):
     force: bool = False
 
 
+class DetectSpec(_Model):
+    split: str = Field("random", description="split whose CNN seeds and baseline score the store (the main one)")
+    min_valid: float = Field(0.5, ge=0, le=1, description="valid-pixel share below which a corridor is not observed")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    batch_size: int = Field(128, ge=1)
+    force: bool = False
+
+    def settings(self):
+        from avalanche_hpc.detect.scoring import DetectSettings
+
+        return DetectSettings(split=self.split, min_valid=self.min_valid, precision=self.precision,
+                              batch_size=self.batch_size)
+
+
 class JobSpec(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -94,6 +108,7 @@ class JobSpec(_Model):
     merge: MergeSpec = Field(default_factory=MergeSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
+    detect: DetectSpec = Field(default_factory=DetectSpec)
     source: Path | None = Field(None, exclude=True, description="the TOML file it was read from")
 
     @field_validator("stages")
@@ -122,7 +137,7 @@ class JobSpec(_Model):
 
 def _explain(err: ValidationError, file: Path) -> str:
     sections = {"study": StudySpec, "preprocess": PreprocessSpec, "merge": MergeSpec, "train": TrainSpec,
-                "baseline": BaselineSpec}
+                "baseline": BaselineSpec, "detect": DetectSpec}
     lines = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]

@@ -8,7 +8,8 @@ Stages and their tasks (one SLURM array per stage; one task per row)::
     merge       1 task                                                      <- preprocess (afterok)
     train       (split, seed) per split x seed, DDP ranks inside a task      <- merge
     baseline    (split) per split                                           <- merge
-    report      1 task                                                      <- train, baseline
+    detect      (season, orbit, date) per acquisition with a previous one   <- train, baseline
+    report      1 task (publishes the detections first)                     <- train, baseline, detect
 
 A task is complete when its outputs say so (``is_complete``): a current shard, a store newer than
 every shard, a run's ``metrics.json``, a report newer than every metrics file. Both executors run
@@ -44,7 +45,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "merge": ("preprocess",),
     "train": ("merge",),
     "baseline": ("merge",),
-    "report": ("train", "baseline"),
+    "detect": ("train", "baseline"),
+    "report": ("train", "baseline", "detect"),
 }
 # Stages run on the submitting host whatever the executor (the task lists of the others need the study).
 HOST_STAGES = ("synth", "check")
@@ -76,6 +78,13 @@ def list_stage_tasks(job: JobSpec, stage: str) -> list[Task] | None:
         return [Task(stage, f"{s}/seed{n}", (s, n)) for s in job.split_names() for n in job.train.seeds]
     if stage == "baseline":
         return [Task(stage, s, (s,)) for s in job.split_names()]
+    if stage == "detect":
+        if not has_study:
+            return None
+        from avalanche_hpc.detect import list_detect_tasks
+
+        return [Task(stage, a.key, (a.season, a.orbit, fmt_yyyymmdd(a.date)))
+                for a in list_detect_tasks(Study.load(root))]
     raise ConfigError(f"unknown stage {stage!r}")
 
 
@@ -111,10 +120,19 @@ def is_complete(job: JobSpec, task: Task) -> bool:
         return (run_dir(study, job.experiment, split, seed) / "metrics.json").is_file()
     if task.stage == "baseline":
         return (study.runs_dir(job.experiment) / task.args[0] / "baseline" / "metrics.json").is_file()
+    if task.stage == "detect":
+        from avalanche_hpc.detect import task_is_current
+
+        season, orbit, date = task.args
+        acq = next((a for a in study.acquisitions(season, orbit, include_first=False) if fmt_yyyymmdd(a.date) == date),
+                   None)
+        return acq is not None and task_is_current(study, job.experiment, acq, job.detect.settings())
     if task.stage == "report":
         index = study.reports_dir(job.experiment) / "index.html"
-        metrics = list(study.runs_dir(job.experiment).rglob("metrics.json"))
-        return index.is_file() and all(_mtime(m) <= _mtime(index) for m in metrics)
+        inputs = list(study.runs_dir(job.experiment).rglob("metrics.json"))
+        if "detect" in job.stages:  # the report task publishes the detections: stale when a part is newer
+            inputs += list(study.detection_paths(job.experiment).parts_dir.rglob("*.csv"))
+        return index.is_file() and all(_mtime(m) <= _mtime(index) for m in inputs)
     raise ConfigError(f"unknown stage {task.stage!r}")
 
 
@@ -153,9 +171,19 @@ def run_task(job: JobSpec, task: Task, progress: bool = False) -> str:
 
         return str(baseline_run(root, job.experiment, task.args[0], split_seed=job.train.split_seed,
                                 crop=job.baseline.crop, force=job.baseline.force))
+    if task.stage == "detect":
+        from avalanche_hpc.detect import detect_task
+
+        season, orbit, date = task.args
+        return str(detect_task(root, job.experiment, season, orbit, parse_yyyymmdd(date), job.detect.settings(),
+                               force=job.detect.force))
     if task.stage == "report":
         from avalanche_hpc.report import build_report
 
+        if "detect" in job.stages:  # merge the detect array's parts into the product before reporting
+            from avalanche_hpc.detect import publish_detections
+
+            publish_detections(root, job.experiment, job.detect.settings())
         return str(build_report(root, job.experiment))
     raise ConfigError(f"unknown stage {task.stage!r}")
 

@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
 
-STAGES = ("synth", "check", "preprocess", "merge", "train", "baseline", "report")
-StageName = Literal["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+STAGES = ("synth", "check", "preprocess", "merge", "train", "baseline", "detect", "report")
+StageName = Literal["synth", "check", "preprocess", "merge", "train", "baseline", "detect", "report"]
 
 
 class _Model(BaseModel):
