@@ -17,7 +17,7 @@ JOBS = REPO / "jobs"
 
 def test_demo_job_is_the_whole_pipeline_locally():
     job = load_job(JOBS / "demo.toml")
-    assert job.stages == ["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+    assert job.stages == ["synth", "check", "preprocess", "merge", "train", "baseline", "detect", "report"]
     assert job.executor == "local" and job.study.preset == "demo"
     assert job.root == (REPO / "studies" / "demo").resolve()  # relative to the job file's folder
     assert job.profile == (REPO / "slurm" / "profiles" / "local.toml").resolve()
