@@ -192,13 +192,15 @@ def bf16_supported(device: torch.device) -> bool:
 class Detector:
     """The CNN (frozen backbone, one head per seed) and the baseline of a model record, ready to score."""
 
-    def __init__(self, record: dict, root: Path, device: torch.device | None = None, mode: str | None = None):
+    def __init__(self, record: dict, root: Path, device: torch.device | None = None, mode: str | None = None,
+                 channels_last: bool | None = None):
         self.record = record
         self.device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         cnn = record["cnn"]
         self.crop = int(cnn["crop"])
         self.mode = mode or record["precision"]["mode"]
-        self.channels_last = self.mode == "bf16" or self.device.type == "cuda"
+        # channels-last with bfloat16 or on CUDA; on the measured CPU it made float32 slower (docs/benchmarks.md)
+        self.channels_last = (self.mode == "bf16" or self.device.type == "cuda") if channels_last is None else channels_last
         self.backbone = Backbone(build_vgg16(_resolved(cnn["weights"]))).to(self.device)
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
