@@ -4,7 +4,7 @@
 
     name = "demo"                          # names the SLURM jobs: avalanche-demo-preprocess, ...
     experiment = "demo"                    # STUDY/runs/demo, STUDY/reports/demo
-    stages = ["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+    stages = ["synth", "check", "preprocess", "merge", "train", "baseline", "detect", "report"]
     executor = "local"                     # or "slurm" (then a profile is needed)
     profile = "../slurm/profiles/local.toml"
 
@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
 from avalanche_hpc.hpc.profiles import STAGES, StageName
+
+if TYPE_CHECKING:
+    from avalanche_hpc.detect.scoring import DetectSettings
 
 
 class _Model(BaseModel):
@@ -90,7 +93,7 @@ class DetectSpec(_Model):
     batch_size: int = Field(128, ge=1)
     force: bool = False
 
-    def settings(self):
+    def settings(self) -> DetectSettings:
         from avalanche_hpc.detect.scoring import DetectSettings
 
         return DetectSettings(split=self.split, min_valid=self.min_valid, precision=self.precision,
