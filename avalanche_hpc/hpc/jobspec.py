@@ -111,7 +111,7 @@ class JobSpec(_Model):
     merge: MergeSpec = Field(default_factory=MergeSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
-    detect: DetectSpec = Field(default_factory=DetectSpec)
+    detect: DetectSpec = DetectSpec()  # frozen: one shared default is safe
     source: Path | None = Field(None, exclude=True, description="the TOML file it was read from")
 
     @field_validator("stages")
