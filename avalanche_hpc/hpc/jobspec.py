@@ -87,11 +87,16 @@ class BaselineSpec(_Model):
 
 
 class DetectSpec(_Model):
-    split: str = Field("random", description="split whose CNN seeds and baseline score the store (the main one)")
-    min_valid: float = Field(0.5, ge=0, le=1, description="valid-pixel share below which a corridor is not observed")
+    split: str = "random"  # split whose CNN seeds and baseline score the store (the main one)
+    min_valid: float = 0.5  # valid-pixel share below which a corridor is not observed (0..1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = 128
     force: bool = False
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DetectSpec:
+        self.settings().validate()
+        return self
 
     def settings(self) -> DetectSettings:
         from avalanche_hpc.detect.scoring import DetectSettings
