@@ -94,7 +94,7 @@ def latency(root: Path, experiment: str, acq, settings, repeat: int = 2) -> dict
     return {"t_bare": min(t_bare), "t_pre": min(t_pre), "t_detect": min(t_det), "t_publish_all": t_pub}
 
 
-def precision(root: Path, experiment: str, acq) -> dict:
+def precision(root: Path, experiment: str, acq, n_rows: int = 0, repeat: int = 2) -> dict:
     from avalanche_hpc.detect.model import Detector, load_record
     from avalanche_hpc.detect.scoring import task_source
     from avalanche_hpc.store.layout import open_h5, read_meta
@@ -105,6 +105,8 @@ def precision(root: Path, experiment: str, acq) -> dict:
     src = task_source(study, acq)
     meta = read_meta(src.path).iloc[src.start:src.stop]
     rows = np.flatnonzero(meta["valid_fraction"].to_numpy() >= 0.5)
+    if n_rows:  # an evenly spaced subset (a loaded machine)
+        rows = rows[np.linspace(0, len(rows) - 1, min(n_rows, len(rows))).astype(int)]
     with open_h5(src.path) as f:
         patches = f["patches"][src.start:src.stop][rows]
     out: dict = {"n": len(rows), "threshold": record["cnn"]["threshold"]["threshold"]}
@@ -113,7 +115,7 @@ def precision(root: Path, experiment: str, acq) -> dict:
         det = Detector(record, root, mode=mode, channels_last=cl)
         det.cnn_prob(patches[:16])
         best = float("inf")
-        for _ in range(2):
+        for _ in range(repeat):
             t = time.perf_counter()
             p = np.concatenate([det.cnn_prob(patches[a:a + 128]) for a in range(0, len(patches), 128)])
             best = min(best, time.perf_counter() - t)
@@ -170,6 +172,9 @@ def main() -> None:
     ap.add_argument("--experiment", default=EXPERIMENT)
     ap.add_argument("--prepare", action="store_true", help="preprocess, merge and train a small model when absent")
     ap.add_argument("--dates", type=int, default=30, help="dates scored for the memory figure (default 30)")
+    ap.add_argument("--precision-rows", type=int, default=0,
+                    help="corridors of the date used for the precision figures (default all)")
+    ap.add_argument("--repeat", type=int, default=2, help="repetitions of each timing (the best is kept)")
     args = ap.parse_args()
     import logging
 
@@ -195,7 +200,7 @@ def main() -> None:
     print(f"model record (checks, threshold, precision check): {t_record:.1f} s; precision chosen "
           f"{record['precision']['mode']} ({json.dumps({k: v for k, v in record['precision'].items() if k != 'rule'})})")
 
-    p = precision(root, args.experiment, acq)
+    p = precision(root, args.experiment, acq, args.precision_rows, args.repeat)
     print(f"\n== precision, date {acq.key} ({p['n']} observed corridors)")
     for key, name in (("fp32", "float32"), ("fp32_cl", "float32, channels-last"), ("bf16", "bfloat16 autocast"),
                       ("bf16_cl", "bfloat16 autocast, channels-last")):
@@ -204,7 +209,7 @@ def main() -> None:
     print(f"bf16 (channels-last) vs fp32: max |dp| {p['max_abs_dprob']:.4f}, decisions agreeing {100 * p['decision_agreement']:.2f} % "
           f"at threshold {p['threshold']:.4f}")
 
-    lat = latency(root, args.experiment, acq, settings)
+    lat = latency(root, args.experiment, acq, settings, args.repeat)
     total = lat["t_pre"] + lat["t_detect"]
     print(f"\n== latency of a new date ({acq.key}, {n_corr} corridors)")
     print(f"bare windowed read of the date : {lat['t_bare']:7.2f} s")

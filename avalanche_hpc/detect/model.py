@@ -144,14 +144,15 @@ def _mean_seed_probs(runs: Runs) -> pd.DataFrame:
     return base
 
 
-def _check_pool(study: Study, split_table: pd.DataFrame, data_sha: str) -> None:
+def _key_index(meta: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(meta[list(KEY_COLUMNS)].astype(str))
+
+
+def _check_pool(study: Study, meta: pd.DataFrame, split_table: pd.DataFrame, data_sha: str) -> None:
     """The store holds the training pool's patches (by key) with the bytes the model was trained on."""
     import hashlib
 
-    meta = read_meta(study.store_path)
-    index = pd.MultiIndex.from_frame(meta[list(KEY_COLUMNS)].astype(str))
-    keys = pd.MultiIndex.from_frame(split_table[list(KEY_COLUMNS)].astype(str))
-    pos = index.get_indexer(keys)
+    pos = _key_index(meta).get_indexer(_key_index(split_table))
     if (pos < 0).any():
         first = split_table.iloc[int(np.flatnonzero(pos < 0)[0])]
         raise StageError(f"the patch store {study.store_path} lacks {int((pos < 0).sum())} patch(es) the model was "
@@ -170,9 +171,8 @@ def _check_pool(study: Study, split_table: pd.DataFrame, data_sha: str) -> None:
                          f"model was trained on, or retrain the experiment on this store (--force)")
 
 
-def _neg_weight(study: Study, split_table: pd.DataFrame) -> tuple[float, dict[str, int]]:
+def _neg_weight(meta: pd.DataFrame, split_table: pd.DataFrame) -> tuple[float, dict[str, int]]:
     """Negatives / positives among the labelled store rows of the training and validation corridors."""
-    meta = read_meta(study.store_path)
     corridors = set(split_table.loc[split_table["set"].isin(["train", "val"]), "path_id"])
     lab = meta.loc[meta["path_id"].isin(corridors), "label"].to_numpy()
     n_pos, n_neg = int((lab == 1).sum()), int((lab == 0).sum())
@@ -284,8 +284,9 @@ def _build_record(study: Study, experiment: str, split: str, runs: Runs, precisi
     if len(crops) > 1:
         raise ConfigError(f"the CNN seeds of {runs.cnn[0].parent} were trained with different crops {sorted(crops)}")
     split_table = read_split(runs.split_csv)
-    _check_pool(study, split_table, configs[0]["data_sha256"])
-    neg_weight, prevalence = _neg_weight(study, split_table)
+    meta = read_meta(study.store_path)
+    _check_pool(study, meta, split_table, configs[0]["data_sha256"])
+    neg_weight, prevalence = _neg_weight(meta, split_table)
 
     cnn_pred = _mean_seed_probs(runs)
     base_pred = pd.read_csv(runs.baseline / "predictions.csv", usecols=["store_row", "set", "label", "prob"])
@@ -332,7 +333,7 @@ def _build_record(study: Study, experiment: str, split: str, runs: Runs, precisi
     val_rows = val.sort_values("store_row")
     if len(val_rows) > CHECK_ROWS:
         val_rows = val_rows.iloc[np.linspace(0, len(val_rows) - 1, CHECK_ROWS).astype(int)]
-    store_rows = _store_rows_of(study, split_table, val_rows["store_row"].to_numpy())
+    store_rows = _store_rows_of(meta, split_table, val_rows["store_row"].to_numpy())
     patches = read_patches(study.store_path, store_rows)
     record["precision"] = {"mode": "fp32"}
     record["precision"] = _precision_check(record, study.root, patches, val_rows["prob"].to_numpy(), cnn_thr["threshold"],
@@ -345,12 +346,10 @@ def _build_record(study: Study, experiment: str, split: str, runs: Runs, precisi
     return record
 
 
-def _store_rows_of(study: Study, split_table: pd.DataFrame, split_rows: np.ndarray) -> np.ndarray:
+def _store_rows_of(meta: pd.DataFrame, split_table: pd.DataFrame, split_rows: np.ndarray) -> np.ndarray:
     """Current store rows of the split rows ``split_rows`` (by key; rows move when dates are added)."""
-    meta = read_meta(study.store_path)
-    index = pd.MultiIndex.from_frame(meta[list(KEY_COLUMNS)].astype(str))
     sub = split_table.set_index("store_row").loc[split_rows].reset_index()
-    return index.get_indexer(pd.MultiIndex.from_frame(sub[list(KEY_COLUMNS)].astype(str)))
+    return _key_index(meta).get_indexer(_key_index(sub))
 
 
 def load_record(study: Study, experiment: str) -> dict | None:
