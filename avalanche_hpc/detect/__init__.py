@@ -14,8 +14,8 @@ Outputs: ``STUDY/detections/{experiment}/`` (``Study.detection_paths``; docs/dat
 """
 
 from avalanche_hpc.detect.model import prepare_model
-from avalanche_hpc.detect.publish import publish_detections
+from avalanche_hpc.detect.publish import publication_is_current, publish_detections
 from avalanche_hpc.detect.scoring import DetectSettings, detect_all, detect_task, list_detect_tasks, task_is_current
 
-__all__ = ["DetectSettings", "detect_all", "detect_task", "list_detect_tasks", "prepare_model", "publish_detections",
-           "task_is_current"]
+__all__ = ["DetectSettings", "detect_all", "detect_task", "list_detect_tasks", "prepare_model",
+           "publication_is_current", "publish_detections", "task_is_current"]

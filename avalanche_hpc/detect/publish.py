@@ -65,6 +65,27 @@ def current_parts(study: Study, experiment: str, record: dict, settings: DetectS
     return parts, left_out
 
 
+def _parts_digest(parts: list[tuple[str, Path, str]], record: dict, has_truth: bool) -> str:
+    return digest_json({"parts": [(k, d) for k, _, d in parts], "model": record["model_digest"], "truth": has_truth,
+                        "version": __version__})
+
+
+def publication_is_current(root: Path, experiment: str, settings: DetectSettings | None = None) -> bool:
+    """Whether ``provenance.json`` was written from the current parts (nothing to republish)."""
+    settings = settings or DetectSettings()
+    study = Study.load(root)
+    paths = study.detection_paths(experiment)
+    record = load_record(study, experiment)
+    if record is None or not paths.provenance.is_file():
+        return False
+    parts, _ = current_parts(study, experiment, record, settings)
+    try:
+        old = json.loads(paths.provenance.read_text(encoding="utf-8")).get("parts_digest")
+    except ValueError:
+        return False
+    return bool(parts) and old == _parts_digest(parts, record, study.truth_path.is_file())
+
+
 def publish_detections(root: Path, experiment: str, settings: DetectSettings | None = None,
                        force: bool = False, progress: bool = False) -> Path:
     """Write the GeoPackage, activity table, evaluation and provenance from the parts; returns provenance.json."""
@@ -84,8 +105,7 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
                     len(parts), len(parts) + len(left_out), len(left_out), ", ".join(left_out[:5]),
                     ", ..." if len(left_out) > 5 else "", study.root, experiment)
     has_truth = study.truth_path.is_file()
-    parts_digest = digest_json({"parts": [(k, d) for k, _, d in parts], "model": record["model_digest"],
-                                "truth": has_truth, "version": __version__})
+    parts_digest = _parts_digest(parts, record, has_truth)
     outputs = [paths.geopackage, paths.activity] + ([paths.evaluation] if has_truth else [])
     if not force and paths.provenance.is_file() and all(p.is_file() for p in outputs):
         try:

@@ -130,8 +130,12 @@ def is_complete(job: JobSpec, task: Task) -> bool:
     if task.stage == "report":
         index = study.reports_dir(job.experiment) / "index.html"
         inputs = list(study.runs_dir(job.experiment).rglob("metrics.json"))
-        if "detect" in job.stages:  # the report task publishes the detections: stale when a part is newer
-            inputs += list(study.detection_paths(job.experiment).parts_dir.rglob("*.csv"))
+        if "detect" in job.stages:  # the report task publishes the detections first
+            from avalanche_hpc.detect.publish import publication_is_current
+
+            if not publication_is_current(root, job.experiment, job.detect.settings()):
+                return False
+            inputs.append(study.detection_paths(job.experiment).provenance)
         return index.is_file() and all(_mtime(m) <= _mtime(index) for m in inputs)
     raise ConfigError(f"unknown stage {task.stage!r}")
 
