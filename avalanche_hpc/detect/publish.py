@@ -41,6 +41,7 @@ from avalanche_hpc.detect.scoring import (
 )
 from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import MissingInputError, StageError
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -120,11 +121,10 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
     evaluator = Evaluator(read_truth(study.truth_path, study.inventory_path)) if has_truth else None
     activity: list[pd.DataFrame] = []
     n_rows = n_observed = 0
-    from rich.progress import Progress
-
-    with gpkg_atomic_path(paths.geopackage) as tmp, Progress(disable=not progress, transient=True) as bar:
-        tid = bar.add_task("publish", total=len(parts))
-        for i, (_, part_path, _) in enumerate(parts):
+    with gpkg_atomic_path(paths.geopackage) as tmp, progress_bar(enabled=progress, transient=True) as bar:
+        tid = bar.add_task("publish", total=len(parts), detail="")
+        for i, (key, part_path, _) in enumerate(parts):
+            bar.update(tid, detail=key)
             part = read_part(part_path)
             n_observed += append_part(tmp, part, polygons, corridors.crs, first=i == 0)
             n_rows += len(part)
