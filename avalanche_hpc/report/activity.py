@@ -176,7 +176,8 @@ def activity_section(study: Study, experiment: str, figdir: Path) -> tuple[Secti
     data: dict[str, Any] = {"folder": str(paths.root.relative_to(study.root)), "geopackage": paths.geopackage.name,
                             "thresholds": {"cnn": record["cnn"]["threshold"], "baseline": record["baseline"]["threshold"]},
                             "precision": record.get("precision"), "n_rows": prov.get("n_rows"),
-                            "n_observed": prov.get("n_observed"), "left_out": prov.get("left_out", [])}
+                            "n_observed": prov.get("n_observed"), "left_out": prov.get("left_out", []),
+                            "parts_digest": prov.get("parts_digest")}
     made = []
     items.append(f"Every corridor on every date scored by the CNN and the baseline: "
                  f"{paths.geopackage.relative_to(study.root)} (layers 'corridors' and 'deposition', one feature per "
