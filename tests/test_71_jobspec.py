@@ -130,5 +130,5 @@ def test_the_registry_is_the_one_list_of_stages():
     assert parse_job({"name": "x", "study": {"path": "s", "preset": "tiny"}}, REPO).stages == list(STAGE_NAMES)
     assert isinstance(slurm_callable("train"), TrainTask) and slurm_callable("merge") is slurm_task
     assert [s.name for s in STAGES.values() if s.on_host] == ["synth", "check"]
-    with pytest.raises(ConfigError, match="unknown stage 'detect' -> valid stages: synth, check"):
-        get_stage("detect")
+    with pytest.raises(ConfigError, match="unknown stage 'fuse' -> valid stages: synth, check"):
+        get_stage("fuse")
