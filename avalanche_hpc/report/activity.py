@@ -125,7 +125,7 @@ def plot_activity_series(act: pd.DataFrame, path: Path) -> Path | None:
         ax.plot(x, d["baseline_detections"], "s--", ms=3, color=BASE_COLOR, label="baseline detections")
         ax.set_title(m, fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="x", rotation=45, labelbottom=True)  # every panel dated (sharex hides inner ones)
     for ax in axes.ravel()[len(massifs):]:
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=7)
