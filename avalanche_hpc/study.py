@@ -31,6 +31,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avalanche_hpc.errors import InputError, MissingInputError, Problem
+from avalanche_hpc.ids import check_id
 
 POLARISATIONS = ("VV", "VH")
 LAYOVER_SHADOW = "layover_shadow"
@@ -71,9 +72,7 @@ class OrbitConfig(_Model):
     @field_validator("id")
     @classmethod
     def _id_is_a_folder_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
-            raise ValueError(f"orbit id {v!r} must be a folder name (letters, digits, '_' and '-')")
-        return v
+        return check_id(v, "orbit id")
 
     @property
     def heading(self) -> float:
@@ -103,6 +102,11 @@ class SeasonConfig(_Model):
         default=None,
         description="orbit id -> winter acquisition dates; when absent they are discovered from scenes/",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_folder_name(cls, v: str) -> str:
+        return check_id(v, "season id")
 
     @model_validator(mode="after")
     def _window(self) -> SeasonConfig:
@@ -171,6 +175,11 @@ class Acquisition:
         return f"{self.season}/{self.orbit}/{fmt_yyyymmdd(self.date)}"
 
 
+_KIND_NAMES = {"int_type": "whole number", "float_type": "number", "date_type": "date (YYYY-MM-DD)",
+               "bool_type": "boolean"}
+_QUOTED_KINDS = set(_KIND_NAMES)
+
+
 def _pydantic_problems(err: ValidationError, file: Path) -> list[Problem]:
     out = []
     for e in err.errors():
@@ -180,12 +189,24 @@ def _pydantic_problems(err: ValidationError, file: Path) -> list[Problem]:
             fix = f"add the key '{e['loc'][-1]}'; see docs/data-contract.md"
         elif kind == "extra_forbidden":
             fix = "remove the key or correct its spelling; docs/data-contract.md lists the allowed keys"
+        elif isinstance(e.get("input"), str) and kind in _QUOTED_KINDS:
+            fix = (f"write the value without quotes (got the string {e['input']!r}): TOML numbers are bare "
+                   f"(crs_epsg = 32632) and dates are bare YYYY-MM-DD (start = 2017-11-15)")
+        elif isinstance(e.get("input"), bool) and kind in _QUOTED_KINDS:
+            fix = f"write a {_KIND_NAMES.get(kind, 'value')}, not a boolean (got {e['input']!r}); see docs/data-contract.md"
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
             fix = f"fix the value{shown}; see docs/data-contract.md"
         out.append(Problem(str(file), f"key {loc}", e["msg"], fix))
     return out
+
+
+def parse_study_toml(raw: dict) -> StudyConfig:
+    """``StudyConfig`` from parsed TOML, strictly: TOML has typed values, so a quoted number or date
+    (``crs_epsg = "32632"``, ``start = "2017-11-15"``) or a boolean where a number belongs
+    (``patch_size = true``) is refused instead of being coerced (Python callers may pass either)."""
+    return StudyConfig.model_validate(raw, strict=True)
 
 
 class Study:
@@ -212,7 +233,7 @@ class Study:
         except tomllib.TOMLDecodeError as e:
             raise InputError(Problem(str(toml_path), "", f"not valid TOML: {e}", "fix the TOML syntax")) from e
         try:
-            cfg = StudyConfig.model_validate(raw)
+            cfg = parse_study_toml(raw)
         except ValidationError as e:
             raise InputError(_pydantic_problems(e, toml_path)) from e
         return cls(root, cfg)
@@ -252,7 +273,7 @@ class Study:
         return self.root / "scenes"
 
     def scene_dir(self, orbit: str, date: dt.date) -> Path:
-        return self.scenes_dir / orbit / fmt_yyyymmdd(date)
+        return self.scenes_dir / check_id(orbit, "orbit id") / fmt_yyyymmdd(date)
 
     def scene_path(self, orbit: str, date: dt.date, band: str) -> Path:
         """``band`` is 'VV', 'VH' or 'layover_shadow'."""
@@ -268,20 +289,21 @@ class Study:
         return self.work_dir / "deposition.gpkg"
 
     def summer_ref_path(self, season: str, orbit: str) -> Path:
-        return self.work_dir / "summer" / season / f"{orbit}.h5"
+        return self.work_dir / "summer" / check_id(season, "season id") / f"{check_id(orbit, 'orbit id')}.h5"
 
     def shard_path(self, season: str, orbit: str, date: dt.date) -> Path:
-        return self.work_dir / "shards" / season / orbit / f"{fmt_yyyymmdd(date)}.h5"
+        return (self.work_dir / "shards" / check_id(season, "season id") / check_id(orbit, "orbit id")
+                / f"{fmt_yyyymmdd(date)}.h5")
 
     @property
     def store_path(self) -> Path:
         return self.work_dir / "patches.h5"
 
     def runs_dir(self, experiment: str) -> Path:
-        return self.root / "runs" / experiment
+        return self.root / "runs" / check_id(experiment, "experiment name")
 
     def reports_dir(self, experiment: str) -> Path:
-        return self.root / "reports" / experiment
+        return self.root / "reports" / check_id(experiment, "experiment name")
 
     # -- acquisitions -----------------------------------------------------------------------
     def scene_dates(self, orbit: str) -> list[dt.date]:
@@ -355,7 +377,11 @@ class Study:
 
         if not self.inventory_path.is_file():
             raise MissingInputError(f"{self.inventory_path} is missing -> see docs/data-contract.md (inventory)")
-        df = pd.read_csv(self.inventory_path, dtype={"event_id": str, "path_id": str})
+        try:
+            df = pd.read_csv(self.inventory_path, dtype={"event_id": str, "path_id": str}, encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(Problem(str(self.inventory_path), f"byte {e.start}", f"is not UTF-8 text ({e.reason})",
+                                     "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")) from e
         problems = []
         missing = [c for c in INVENTORY_COLUMNS if c not in df.columns]
         if missing:

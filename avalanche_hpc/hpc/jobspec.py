@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
 from avalanche_hpc.hpc.profiles import STAGES, StageName
+from avalanche_hpc.ids import check_id
 
 
 class _Model(BaseModel):
@@ -84,8 +85,8 @@ class BaselineSpec(_Model):
 
 
 class JobSpec(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
+    experiment: str = "default"
     stages: list[StageName] = Field(default_factory=lambda: list(STAGES), min_length=1)
     executor: Literal["local", "slurm"] = "local"
     profile: Path | None = None
@@ -95,6 +96,11 @@ class JobSpec(_Model):
     train: TrainSpec = Field(default_factory=TrainSpec)
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     source: Path | None = Field(None, exclude=True, description="the TOML file it was read from")
+
+    @field_validator("name", "experiment")
+    @classmethod
+    def _folder_name(cls, v: str, info) -> str:
+        return check_id(v, "job name" if info.field_name == "name" else "experiment name")
 
     @field_validator("stages")
     @classmethod

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path, write_json, write_text
+from avalanche_hpc.cleanup import clean_study_tmp
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.learn.features import (
     DEFAULT_VIEWS,
@@ -209,14 +210,23 @@ class ViewSource:
 
 
 def write_experiment_record(study: Study, experiment: str, settings: dict) -> Path:
-    """``runs/{experiment}/experiment.json``: the experiment's settings, written by its first run.
+    """``runs/{experiment}/experiment.json``: the experiment's settings, written after each successful run.
 
-    Later runs leave it as it is (parallel array tasks would race on a merge); each run's own
+    A run that fails (bad weights, full disk, killed) never writes it, and every successful run
+    rewrites it (atomically, only when its content changes), so it always describes a run that
+    finished. Parallel array tasks of one experiment share these settings; each run's own
     ``config.json`` is authoritative, and the run directories say which seeds/splits exist.
     """
     path = study.runs_dir(experiment) / "experiment.json"
-    if not path.is_file():
-        write_json(path, {"experiment": experiment, "study": study.config.name, **settings})
+    record = {"experiment": experiment, "study": study.config.name, **settings}
+    try:
+        import json
+
+        if json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(record, default=str)):
+            return path
+    except (OSError, ValueError):
+        pass
+    write_json(path, record)
     return path
 
 
@@ -227,7 +237,16 @@ def save_torch(obj: dict, path: Path) -> None:
 
 
 def load_torch(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint (weights only); a truncated or damaged file raises ``EnvironmentFault`` with the fix."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
+        from avalanche_hpc.envfail import corrupt_file
+
+        raise corrupt_file(path, "checkpoint", e, f"delete {path.name} (the run then restarts from its first epoch) "
+                                                  f"or re-run with --force") from e
 
 
 def _settings_record(study: Study, experiment: str, split: str, seed: int, split_seed: int,
@@ -321,6 +340,7 @@ def train_run(
     out = run_dir(study, experiment, split, seed)
 
     if main:
+        clean_study_tmp(study.runs_dir(experiment))
         split_csv = make_split(root, experiment, split, split_seed)
     _barrier(dist)
     split_csv = study.runs_dir(experiment) / split / "split.csv"
@@ -344,9 +364,6 @@ def train_run(
                                          "torch_version": torch.__version__,
                                          "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                          "weights_warning": resolved.warning})
-        write_experiment_record(study, experiment, {
-            "split_seed": split_seed, "weights": weights, "weights_resolved": resolved.kind,
-            "weights_sha256": resolved.sha256, **asdict(settings), "data_sha256": data.digest})
 
     # backbone features: the bank (rank 0 builds, the others read) or the backbone itself
     vgg = None
@@ -460,6 +477,9 @@ def train_run(
     _barrier(dist)
     if main:
         _write_results(study, out, head, source, data, state["best_epoch"])
+        write_experiment_record(study, experiment, {
+            "split_seed": split_seed, "weights": weights, "weights_resolved": resolved.kind,
+            "weights_sha256": resolved.sha256, **asdict(settings), "data_sha256": data.digest})
     _barrier(dist)
     return out
 

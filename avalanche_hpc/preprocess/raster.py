@@ -49,6 +49,12 @@ class GridSpec:
             return cls(src.transform, (src.height, src.width), src.crs)
 
     def check(self, src, path: Path, where: str) -> None:
+        if src.crs != self.crs:
+            raise InputError(Problem(
+                str(path), where, f"CRS is {src.crs.to_string() if src.crs else 'none'} but dem.tif's is "
+                f"{self.crs.to_string() if self.crs else 'none'}",
+                "reproject the scene onto the DEM grid (gdalwarp -t_srs <the DEM's CRS>, same pixel size and origin)",
+            ))
         if (src.height, src.width) != self.shape or not src.transform.almost_equals(self.transform):
             raise InputError(Problem(
                 str(path), where,

@@ -16,7 +16,9 @@ to stage to a node's local disk. ``layout="virtual"`` remains available for very
 where a second copy of the data is unwelcome.
 
 Run ``merge_store`` after every preprocess task has finished (a SLURM ``afterok``
-dependency): it removes temporary files left under ``work/shards`` by killed tasks.
+dependency). It first runs the study's cleaner over ``work/`` (``cleanup.py``: only temporary
+files whose writer is certainly gone) and validates the study's tables and scene headers
+(``inputs check``), so a study that check refuses is never merged.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from avalanche_hpc import __version__
-from avalanche_hpc.atomic import atomic_path, clean_stale_tmp
+from avalanche_hpc.atomic import atomic_path
+from avalanche_hpc.cleanup import clean_study_tmp
 from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import MissingInputError, Problem, StageError
 from avalanche_hpc.preprocess.tasks import StudyInputs, _shard_is_current
@@ -81,12 +84,13 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: use one of {list(LAYOUTS)}")
     root = Path(root)
+    from avalanche_hpc.inputs.taskcheck import require_valid_tables
+
+    require_valid_tables(root, scenes=True)
     inputs = StudyInputs.load(root)
     study = inputs.study
     store = study.store_path
-    n_stale = clean_stale_tmp(study.work_dir / "shards")
-    if n_stale:
-        log.info("removed %d temporary file(s) left by killed tasks under %s", n_stale, study.work_dir / "shards")
+    clean_study_tmp(study.work_dir)
     shards = _current_shards(inputs)
     digest = _store_digest(layout, shards)
     if not force and store.is_file():
@@ -151,6 +155,9 @@ def _merge_virtual(store, shards, sizes, meta, attrs, p) -> None:
 def verify_store(root: Path) -> list[Problem]:
     """Every problem of the store: schema, shapes, NaN policy, and labels against fresh label maps."""
     root = Path(root)
+    from avalanche_hpc.inputs.taskcheck import require_valid_tables
+
+    require_valid_tables(root, scenes=True)
     inputs = StudyInputs.load(root)
     study = inputs.study
     store = study.store_path
