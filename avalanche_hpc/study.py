@@ -39,6 +39,10 @@ CORRIDOR_LAYER = "corridors"
 INVENTORY_COLUMNS = ("event_id", "path_id", "date_min", "date_max", "deposit_area_m2")
 DATE_DIR_RE = re.compile(r"^\d{8}$")
 
+# Patches with less than this share of valid pixels are left out of learning (study.toml min_valid_fraction):
+# half the patch is the smallest share at which the deposition zone is still mostly seen.
+DEFAULT_MIN_VALID_FRACTION = 0.5
+
 # Label codes used in label maps, shards and the store.
 LABEL_POSITIVE = 1
 LABEL_NEGATIVE = 0
@@ -127,6 +131,11 @@ class StudyConfig(_Model):
     massifs: list[str] = Field(min_length=1)
     focus_massif: str | None = None
     patch_size: int = Field(default=64, ge=16, le=256)
+    min_valid_fraction: float = Field(
+        default=DEFAULT_MIN_VALID_FRACTION, ge=0, le=1,
+        description="patches with a smaller share of valid pixels (not nodata, layover or shadow) are left out "
+                    "of splits, training, the baseline and detection (counted in split.json)",
+    )
     orbits: list[OrbitConfig] = Field(min_length=1)
     seasons: list[SeasonConfig] = Field(min_length=1)
     description: str = ""
