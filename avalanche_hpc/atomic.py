@@ -92,7 +92,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             raise lost_tmp(tmp, target) from e
     except EnvironmentFault:
         raise
-    except (OSError, RuntimeError) as e:
+    except Exception as e:  # re-raised unchanged unless the environment explains it
         fault = fault_from(e, target)
         if fault is None:
             raise

@@ -67,8 +67,8 @@ def fault_from(exc: BaseException, target: str | os.PathLike[str] | None = None)
     """The ``EnvironmentFault`` an exception stands for, or None when it is not the environment's.
 
     ``target`` is the file being written (it is named in the message; else the exception's own
-    ``filename``). A ``RuntimeError`` (torch's "file write failed") counts as a full disk only when
-    the target's filesystem has less than ``LOW_SPACE_BYTES`` free.
+    ``filename``). Any other failure counts as a full disk when the target's file system has less
+    than ``LOW_SPACE_BYTES`` free at that moment.
     """
     if isinstance(exc, AvalancheError):
         return None
@@ -76,8 +76,10 @@ def fault_from(exc: BaseException, target: str | os.PathLike[str] | None = None)
     code = getattr(exc, "errno", None)
     text = str(exc)
     free = disk_free_bytes(path)
+    # A writer library may hide the errno (torch: "iostream error", "unexpected pos"; GDAL/SQLite: "disk I/O
+    # error"): a write that fails while the file system has (almost) no space left failed for that reason.
     full = (isinstance(exc, OSError) and (code in _FULL_ERRNOS or any(t in text for t in _FULL_TEXT))) or (
-        isinstance(exc, RuntimeError) and "write" in text.lower() and free is not None and free < LOW_SPACE_BYTES)
+        free is not None and free < LOW_SPACE_BYTES)
     if full:
         where = _mount_of(path)
         kind = "file size limit or quota reached" if code == errno.EFBIG or "File too large" in text else (

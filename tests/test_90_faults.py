@@ -49,7 +49,7 @@ pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[1]
 SEASON, ORBIT = "2017-2018", "D139"
 TASK_DATE = "20180102"  # second D139 date of the tiny preset: reads 20171203 (t0), 20180102 (t1), summer 20170810
-TRAIN_ARGS = ("-e", "f", "--weights", "none", "--max-epochs", "2", "--patience", "5", "--views", "2")
+TRAIN_ARGS = ("-e", "f", "--weights", "none", "--max-epochs", "1", "--views", "1")
 BASELINE_ARGS = ("-e", "f")
 
 
@@ -82,8 +82,9 @@ def clear_error(res: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit 1, no traceback, one ``error:`` message holding every needle; returns the message."""
     assert res.returncode == 1, f"exit {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
     assert "Traceback" not in res.stderr, res.stderr
-    assert res.stderr.count("error:") == 1, res.stderr
-    msg = res.stderr[res.stderr.index("error:"):]
+    starts = [i for i, line in enumerate(res.stderr.splitlines()) if line.startswith("error:")]
+    assert len(starts) == 1, res.stderr
+    msg = "\n".join(res.stderr.splitlines()[starts[0]:])
     for n in needles:
         assert n in msg, f"{n!r} not in the message:\n{msg}"
     return msg
@@ -221,7 +222,7 @@ def study(merged_study: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def fresh(tiny_study: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny study without work/."""
-    dst = tmp_path / "tiny"
+    dst = tmp_path / "fresh"
     shutil.copytree(tiny_study, dst)
     return dst
 
@@ -238,13 +239,17 @@ PREPROCESS_KILLS = ["deposition.gpkg", f"{ORBIT}.h5", f"{TASK_DATE}.h5"]
 @pytest.mark.parametrize("match", PREPROCESS_KILLS, ids=["deposition", "summer-reference", "shard"])
 def test_kill_one_task_preprocess_before_rename(fresh: Path, match: str):
     task = ("preprocess", fresh, "--season", SEASON, "--orbit", ORBIT, "--date", TASK_DATE)
+    from avalanche_hpc.preprocess.tasks import task_is_complete
+
     kill_before_rename(task, fresh, match)
     assert not (fresh / "work" / "shards" / SEASON / ORBIT / f"{TASK_DATE}.h5").exists()
     ok(cli(*task))  # the task re-run cleans its dead writer's temporary file and finishes
-    ok(cli("preprocess", fresh))
-    ok(cli("store", "merge", fresh))
-    verify_ok(fresh)
+    assert task_is_complete(fresh, SEASON, ORBIT, dt.date.fromisoformat(f"{TASK_DATE[:4]}-{TASK_DATE[4:6]}-{TASK_DATE[6:]}"))
     assert tmp_files(fresh) == []
+    if match.endswith(f"{TASK_DATE}.h5"):  # once: the whole chain verifies
+        ok(cli("preprocess", fresh))
+        ok(cli("store", "merge", fresh))
+        verify_ok(fresh)
 
 
 def test_kill_store_merge_before_rename(study: Path):
@@ -256,7 +261,7 @@ def test_kill_store_merge_before_rename(study: Path):
     assert tmp_files(study) == []
 
 
-@pytest.mark.parametrize("match", ["checkpoint.pt", "metrics.json"])
+@pytest.mark.parametrize("match", ["checkpoint.pt", pytest.param("metrics.json", marks=pytest.mark.slow)])
 def test_kill_train_before_rename_resumes_to_the_same_result(study: Path, reference_runs: Path, match: str):
     kill_before_rename(("train", study, *TRAIN_ARGS), study, match)
     run = study / "runs" / "f" / "random" / "cnn" / "seed0"
@@ -265,7 +270,6 @@ def test_kill_train_before_rename_resumes_to_the_same_result(study: Path, refere
     ok(cli("train", study, *TRAIN_ARGS))
     same_results(run, reference_runs / "cnn" / "seed0", ("predictions.csv", "metrics.json", "history.csv"))
     assert tmp_files(study) == []
-    verify_ok(study)
 
 
 def test_kill_baseline_before_rename(study: Path, reference_runs: Path):
@@ -300,7 +304,7 @@ def test_kill_matrix_exhaustive(stage: str, match: str, fresh: Path, study: Path
     assert tmp_files(study) == []
 
 
-@pytest.mark.parametrize("stage", ["preprocess", "merge", "train", "baseline"])
+@pytest.mark.parametrize("stage", ["preprocess", "merge", pytest.param("train", marks=pytest.mark.slow), "baseline"])
 def test_kill_at_a_time_then_rerun(stage: str, fresh: Path, study: Path, reference_runs: Path):
     if stage == "preprocess":
         kill_after(("preprocess", fresh), 2.5)
@@ -324,7 +328,7 @@ def test_kill_at_a_time_then_rerun(stage: str, fresh: Path, study: Path, referen
 
 
 # -- two concurrent runs of each command ---------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["preprocess", "merge", "train", "baseline"])
+@pytest.mark.parametrize("stage", ["preprocess", "merge", pytest.param("train", marks=pytest.mark.slow), "baseline"])
 def test_two_concurrent_runs(stage: str, fresh: Path, study: Path, reference_runs: Path):
     if stage == "preprocess":
         procs = [start("preprocess", fresh) for _ in range(2)]
@@ -622,7 +626,7 @@ def test_cleaner_spares_a_live_writer_and_merge_no_longer_kills_it(fresh: Path):
     assert tmp_files(fresh) == []
 
 
-def test_every_stage_removes_dead_writers_temporaries(study: Path, reference_runs: Path):
+def test_every_stage_removes_dead_writers_temporaries(study: Path):
     from avalanche_hpc.atomic import host_tag
 
     dead = _dead_pid()
@@ -643,7 +647,7 @@ def test_every_stage_removes_dead_writers_temporaries(study: Path, reference_run
     assert not left[0].exists() and not left[1].exists() and not left[2].exists()
     ok(cli("store", "merge", study))
     assert not left[3].exists()
-    ok(cli("train", study, *TRAIN_ARGS))
+    ok(cli("baseline", study, *BASELINE_ARGS))  # cleans runs/{experiment}/ as train does
     assert tmp_files(study) == []
 
 
@@ -704,7 +708,7 @@ def test_all_nodata_scene_warned_and_its_patches_left_out(fresh: Path):
 def test_min_valid_fraction_is_configurable(study: Path):
     from avalanche_hpc.learn.splits import make_split, read_split
 
-    edit_toml(study, lambda d: d.update(min_valid_fraction=0.99))
+    edit_toml(study, lambda d: d.update(min_valid_fraction=0.8))
     split = read_split(make_split(study, "g", "random", 0))
     summary = json.loads(read_text(study / "runs" / "g" / "random" / "split.json"))
     assert sum(summary["excluded_low_valid"].values()) > 0
@@ -715,19 +719,14 @@ def test_min_valid_fraction_is_configurable(study: Path):
 def test_failed_train_writes_no_experiment_record(study: Path, tmp_path: Path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a state dict")
-    clear_error(cli("train", study, "-e", "f", "--weights", bad, "--max-epochs", "1"), "bad.pt")
-    assert not (study / "runs" / "f" / "experiment.json").exists()
-    ok(cli("train", study, *TRAIN_ARGS))
-    record = json.loads(read_text(study / "runs" / "f" / "experiment.json"))
-    assert record["weights"] == "none" and record["max_epochs"] == 2
-
-
-def test_good_run_rewrites_a_stale_experiment_record(study: Path):
     path = study / "runs" / "f" / "experiment.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"experiment": "f", "weights": "/elsewhere/bad.pt"}))
+    clear_error(cli("train", study, "-e", "f", "--weights", bad, "--max-epochs", "1"), "bad.pt")
+    assert not path.exists()
+    # a record left by an older version's failed run is rewritten by the next good run
+    path.write_text(json.dumps({"experiment": "f", "weights": str(bad)}))
     ok(cli("train", study, *TRAIN_ARGS))
-    assert json.loads(read_text(path))["weights"] == "none"
+    record = json.loads(read_text(path))
+    assert record["weights"] == "none" and record["max_epochs"] == 1
 
 
 def test_synth_overwrite_refuses_a_linked_work_folder(fresh: Path, tmp_path: Path):
