@@ -14,8 +14,8 @@ target and the fix (``envfail.py``).
 
 Test hook: with ``AVALANCHE_HPC_PAUSE_BEFORE_RENAME`` set to a number of seconds, a write whose
 target name matches ``AVALANCHE_HPC_PAUSE_MATCH`` (comma-separated globs; default every name)
-touches ``{tmp}.paused`` and sleeps between its last write and its rename, so the fault tests
-can SIGKILL it exactly there. Unset (the normal case) it costs one environment lookup.
+touches ``{tmp}.paused`` and sleeps between its last write and its rename (until the delay ends or
+the marker is deleted), so the fault tests can SIGKILL it exactly there. Unset (the normal case) it costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def _pause_for_tests(target: Path, tmp: Path) -> None:
         return
     marker = tmp.with_name(tmp.name + PAUSED_SUFFIX)
     marker.touch()
-    time.sleep(float(delay))
+    end = time.monotonic() + float(delay)
+    while time.monotonic() < end and marker.exists():  # deleting the marker releases the writer early
+        time.sleep(0.05)
     marker.unlink(missing_ok=True)
 
 
