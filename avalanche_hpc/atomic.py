@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from avalanche_hpc.errors import ArgumentError
+
 TMP_MARK = ".tmp-"
 PAUSE_ENV = "AVALANCHE_HPC_PAUSE_BEFORE_RENAME"
 PAUSE_MATCH_ENV = "AVALANCHE_HPC_PAUSE_MATCH"
@@ -82,7 +84,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_dir():
-            raise IsADirectoryError(f"atomic_path expects a file, got directory {tmp}")
+            raise ArgumentError(f"atomic_path expects a file, got directory {tmp}")
         if not tmp.exists():
             raise lost_tmp(tmp, target)
         _pause_for_tests(target, tmp)

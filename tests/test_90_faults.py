@@ -498,14 +498,14 @@ def test_bad_input_refused_by_merge_and_verify(study: Path):
 
 
 def test_grid_check_compares_crs(study: Path):
-    """raster.GridSpec: a scene on the DEM's transform and shape but in another CRS is refused at read time."""
+    """raster.check_on_grid: a scene on the DEM's transform and shape but in another CRS is refused at read time."""
     from avalanche_hpc.errors import InputError
-    from avalanche_hpc.preprocess.raster import GridSpec, read_power_windows
+    from avalanche_hpc.preprocess.raster import dem_grid, read_power_windows
 
     path = _scene(study)
     rewrite_raster(path, crs="EPSG:32631")
-    grid = GridSpec.from_raster(study / "dem.tif")
-    with pytest.raises(InputError, match="CRS is EPSG:32631 but dem.tif's is EPSG:32632"):
+    grid = dem_grid(study / "dem.tif")
+    with pytest.raises(InputError, match="not on the DEM grid: CRS EPSG:32631.*vs dem.tif CRS EPSG:32632"):
         read_power_windows(path, np.array([0]), np.array([0]), 8, "linear", grid)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from avalanche_hpc.errors import InputError, Problem
 from avalanche_hpc.inputs import checks
+from avalanche_hpc.inputs.grid import Grid
 from avalanche_hpc.study import Study, StudyConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class _Tables:
     key: tuple
     problems: list[Problem]
     config: StudyConfig | None
-    dem: checks.GridInfo | None
+    dem: Grid | None
 
 
 _TABLES: dict[Path, _Tables] = {}
