@@ -202,7 +202,7 @@ def make_split(root: Path, experiment: str, split: str = "random", seed: int = 0
     min_valid = study.config.min_valid_fraction
     meta = labelled_meta(study.store_path, min_valid)
     table = build_split(meta, split, seed)
-    path = study.runs_dir(experiment) / split / "split.csv"
+    path = study.runs(experiment).split_csv(split)
     text = _csv_text(table)
     summary = {"min_valid_fraction": min_valid, "excluded_low_valid": meta.attrs["excluded_low_valid"],
                "rows": len(table), "split_seed": seed}
