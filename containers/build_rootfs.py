@@ -55,6 +55,12 @@ LINK = "avalanche"
 ENV_FILE = ".singularity.d/env/90-environment.sh"  # where Apptainer writes %environment
 # build arguments that download from servers outside the package registries, and a URL to probe
 REMOTE_ARGS = {"WITH_SNAP": "https://download.esa.int/", "WITH_VGG16": "https://download.pytorch.org/"}
+# Build-route tools added to debootstrap's packages: dpkg runs under fakeroot during %post, since
+# maintainer scripts chown to groups (staff, adm) that ch-run's single-id user namespace cannot map
+# (FAKEROOTDONTTRYCHOWN: record the owner, skip the real chown). Removed from apt's path afterwards.
+BUILD_TOOLS = ("fakeroot",)
+APT_BUILD_CONF = "etc/apt/apt.conf.d/99-ch-run-build"
+DPKG_WRAPPER = "usr/local/sbin/dpkg-under-fakeroot"
 KEEP_IMAGES = 2  # image directories kept in the cache (the newest ones); older ones are removed
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -151,8 +157,8 @@ def files_key(entries: list[tuple[str, str]], base: Path) -> str:
 
 
 def base_key(header: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps({k: header.get(k, "") for k in ("OSVersion", "MirrorURL", "Include")},
-                                     sort_keys=True).encode()).hexdigest()
+    parts = {k: header.get(k, "") for k in ("OSVersion", "MirrorURL", "Include")}
+    return hashlib.sha256(json.dumps({**parts, "tools": BUILD_TOOLS}, sort_keys=True).encode()).hexdigest()
 
 
 # -- host settings ---------------------------------------------------------------------------------
@@ -291,8 +297,8 @@ def in_image(root: Path, script: str, *, write: bool = False, binds: list[str] =
              env: dict[str, str] | None = None, with_environment: bool = False) -> list[str]:
     """The ch-run command that runs a /bin/sh script in the image."""
     cmd = ["ch-run", "--private-tmp"]  # the image's own /tmp, not the host's
-    if write:
-        cmd.append("-w")
+    if write:  # building: the image's own users and groups (dpkg's scripts look them up), not the host's
+        cmd += ["-w", "--no-passwd"]
     for b in binds:
         cmd += ["-b", b]
     inner = f". /{ENV_FILE}; {script}" if with_environment else script
@@ -364,8 +370,8 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
                 if tmp.exists():
                     shutil.rmtree(tmp)
                 cmd = ["debootstrap", "--variant=minbase"]
-                if header.get("Include"):
-                    cmd.append("--include=" + ",".join(header["Include"].replace(",", " ").split()))
+                include = [*header.get("Include", "").replace(",", " ").split(), *BUILD_TOOLS]
+                cmd.append("--include=" + ",".join(include))
                 cmd += [header["OSVersion"], str(tmp), header["MirrorURL"]]
                 log(f"debootstrap {header['OSVersion']} from {header['MirrorURL']}")
                 rc, _ = run_logged(cmd, logfile)
@@ -384,9 +390,12 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
         meta = {"state": "building", "stack_key": skey, "files_key": fkey, "args": args, "def": str(def_path),
                 "header": header}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-        # apt in a single-id user namespace cannot drop privileges to _apt
-        (work / "etc/apt/apt.conf.d").mkdir(parents=True, exist_ok=True)
-        (work / "etc/apt/apt.conf.d/99-ch-run-sandbox").write_text('APT::Sandbox::User "root";\n')
+        # apt in a single-id user namespace: no _apt sandbox user; dpkg under fakeroot (BUILD_TOOLS)
+        (work / APT_BUILD_CONF).parent.mkdir(parents=True, exist_ok=True)
+        (work / APT_BUILD_CONF).write_text(f'APT::Sandbox::User "root";\nDir::Bin::dpkg "/{DPKG_WRAPPER}";\n')
+        (work / DPKG_WRAPPER).parent.mkdir(parents=True, exist_ok=True)
+        (work / DPKG_WRAPPER).write_text('#!/bin/sh\nFAKEROOTDONTTRYCHOWN=1 exec fakeroot-sysv /usr/bin/dpkg "$@"\n')
+        (work / DPKG_WRAPPER).chmod(0o755)
         copy_files(work, entries, base_dir)
         write_scripts(work, sections, args)
         pip_env, binds = host_pip_settings()
@@ -399,6 +408,8 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
         rc, out = run_logged(in_image(work, "exec /bin/sh -e /.singularity.d/post.sh", write=True, binds=binds),
                              logfile, env=ch_env(pip_env))
         timings["post_s"] = round(time.perf_counter() - t0, 1)
+        for f in (APT_BUILD_CONF, DPKG_WRAPPER):  # apt in the finished image is Debian's own
+            (work / f).unlink(missing_ok=True)
         for b in binds:  # the empty mount points of the build binds
             with contextlib.suppress(OSError):
                 (work / b.split(":")[-1].lstrip("/")).rmdir()
@@ -406,6 +417,7 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
             step = failed_step(out)
             if fresh:
                 shutil.rmtree(work, ignore_errors=True)
+                meta_path.unlink(missing_ok=True)
             raise BuildError(f"%post of {def_path} failed in step '{step}' (exit {rc}); log {logfile}")
         log("%test")
         t0 = time.perf_counter()
@@ -415,6 +427,7 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
         if rc != 0:
             if fresh:
                 shutil.rmtree(work, ignore_errors=True)
+                meta_path.unlink(missing_ok=True)
             raise BuildError(f"%test of {def_path} failed (exit {rc}); log {logfile}")
         if fresh:
             work.rename(image)
@@ -425,7 +438,7 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
                      "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
         _link(cache, image)
-        _prune(cache, image)
+        _prune(cache, image, cache / f"base-{base_key(header)[:16]}")
         log(f"built {image} in {timings['total_s']} s ({'from scratch' if fresh else 'project refreshed'}; "
             f"{', '.join(f'{k} {v}' for k, v in timings.items())}); size {size / 2**30:.2f} GiB")
         return image
@@ -445,7 +458,12 @@ def _link(cache: Path, image: Path) -> None:
     os.replace(tmp, cache / LINK)
 
 
-def _prune(cache: Path, keep: Path) -> None:
+def _prune(cache: Path, keep: Path, base: Path | None = None) -> None:
+    """Remove older images (keep KEEP_IMAGES) and debootstrap bases other than ``base``."""
+    if base is not None:
+        for old in cache.glob("base-*"):
+            if old != base and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
     images = sorted((p for p in cache.glob(f"{LINK}-*") if p.is_dir() and not p.name.endswith(".tmp")),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for old in [p for p in images if p != keep][KEEP_IMAGES - 1:]:
