@@ -11,7 +11,7 @@ Prints, measured in the same run (the image of ``containers/build_rootfs.py``, C
 3. the ``tiny`` study's preprocess array (one task per date) on two copies of the same
    synthesized study, host venv vs inside the image, submission -> last task ended.
 
-    .venv/bin/python -m benchmarks.bench_container [--tasks N] [--repeats R] [--skip-pipeline]
+    .venv/bin/python -m benchmarks.bench_container [--quick] [--tasks N] [--repeats R] [--skip-pipeline]
 
 Needs the image (``python3 containers/build_rootfs.py``) and the cluster (``slurm/local/start.sh``).
 """
@@ -117,7 +117,10 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=8, help="no-op tasks in each array (default 8)")
     ap.add_argument("--repeats", type=int, default=5, help="interpreter start-ups timed each way (default 5)")
     ap.add_argument("--skip-pipeline", action="store_true", help="no tiny preprocess array")
+    ap.add_argument("--quick", action="store_true", help="4 no-op tasks, 3 start-ups each way")
     args = ap.parse_args()
+    if args.quick:
+        args.tasks, args.repeats = 4, 3
     os.environ.setdefault("USER", "root")
     image = cache_dir() / LINK
     if not image.is_dir():
