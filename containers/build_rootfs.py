@@ -61,7 +61,8 @@ REMOTE_ARGS = {"WITH_SNAP": "https://download.esa.int/", "WITH_VGG16": "https://
 BUILD_TOOLS = ("fakeroot",)
 APT_BUILD_CONF = "etc/apt/apt.conf.d/99-ch-run-build"
 DPKG_WRAPPER = "usr/local/sbin/dpkg-under-fakeroot"
-KEEP_IMAGES = 2  # image directories kept in the cache (the newest ones); older ones are removed
+HOST_FILES = ("etc/hosts", "etc/resolv.conf")  # ch-run binds the host's copies over these
+KEEP_IMAGES = 1  # image directories kept in the cache (~6.5 GB each): only the newest
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -419,6 +420,7 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
                 shutil.rmtree(work, ignore_errors=True)
                 meta_path.unlink(missing_ok=True)
             raise BuildError(f"%post of {def_path} failed in step '{step}' (exit {rc}); log {logfile}")
+        _mount_points(work, mount_points)
         log("%test")
         t0 = time.perf_counter()
         rc, out = run_logged(in_image(work, "exec /bin/sh -e /.singularity.d/test", with_environment=True),
@@ -431,7 +433,6 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
             raise BuildError(f"%test of {def_path} failed (exit {rc}); log {logfile}")
         if fresh:
             work.rename(image)
-        _mount_points(image, mount_points)
         timings["total_s"] = round(time.perf_counter() - t_start, 1)
         size = du_bytes(image)
         meta.update({"state": "ok", "timings": timings, "size_bytes": size, "fresh": fresh,
@@ -445,7 +446,11 @@ def build(def_path: Path, cache: Path, build_args: dict[str, str], *, force: boo
 
 
 def _mount_points(image: Path, mount_points: list[str]) -> None:
-    """Empty directories where ch-run can bind host paths (a read-only image cannot create them)."""
+    """Mount points ch-run needs in a read-only image: the files it binds from the host (it skips
+    /etc/hosts when the image lacks it, and debootstrap's minbase has none: the node's own name
+    would not resolve, and DDP's rendezvous waits for ever) and the ``--mount-point`` directories."""
+    for f in HOST_FILES:
+        (image / f).touch(exist_ok=True)
     for mp in mount_points:
         (image / mp.lstrip("/")).mkdir(parents=True, exist_ok=True)
 
