@@ -311,7 +311,7 @@ def test_charliecloud_runtime_runs_ch_run_with_the_binds_and_the_image_environme
     # validated per profile: only the two runtimes; a runtime needs an image; apptainer stays the default
     assert load_profile(REPO / "slurm" / "profiles" / "example-university.toml").runtime == "apptainer"
     assert load_profile(REPO / "slurm" / "profiles" / "local-charliecloud.toml").runtime == "charliecloud"
-    with pytest.raises(ConfigError, match=r"runtime: Input should be 'apptainer' or 'charliecloud'"):
+    with pytest.raises(ConfigError, match=r"runtime: unknown value 'docker' -> valid values: apptainer, charliecloud"):
         parse_profile({"name": "x", "image": "/i", "runtime": "docker"})
     with pytest.raises(ConfigError, match="'runtime' is 'charliecloud' but 'image' is not set"):
         parse_profile({"name": "x", "runtime": "charliecloud"})
