@@ -3,6 +3,7 @@
 Prints, measured in the same run (the image of ``containers/build_rootfs.py``, Charliecloud's
 ``ch-run``; the local single-node SLURM cluster):
 
+0. ``ch-run IMAGE -- /bin/true`` against ``/bin/true``: what entering the container costs;
 1. interpreter start-up: ``python -c "import avalanche_hpc.hpc.pipeline"`` on the host venv
    against the same through ``ch-run`` with the image's ``%environment`` (the command the
    ``charliecloud`` runtime gives submitit), median of R runs each;
@@ -38,6 +39,19 @@ def _profile(image: Path):
     from avalanche_hpc.hpc.profiles import load_profile, parse_profile
 
     return parse_profile({**load_profile(PROFILE).model_dump(), "image": str(image)}, PROFILE)
+
+
+def _median_run(cmd: list[str], repeats: int, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_enter(image: Path, repeats: int) -> tuple[float, float]:
+    return _median_run(["/bin/true"], repeats), _median_run(["ch-run", str(image), "--", "/bin/true"], repeats)
 
 
 def bench_startup(image: Path, repeats: int) -> tuple[float, float]:
@@ -131,6 +145,9 @@ def main() -> None:
 
         m = json.loads(meta.read_text())
         print(f"image {image.resolve()}: {m.get('size_bytes', 0) / 2**30:.2f} GiB, last build {m.get('timings')}")
+    bare, entered = bench_enter(image, 4 * args.repeats)
+    print(f"/bin/true: directly {bare * 1000:.1f} ms, through ch-run {entered * 1000:.1f} ms "
+          f"(median of {4 * args.repeats}): +{(entered - bare) * 1000:.1f} ms to enter the image")
     host, inside = bench_startup(image, args.repeats)
     print(f"interpreter start-up + import avalanche_hpc.hpc.pipeline (median of {args.repeats}): host venv "
           f"{host:.2f} s, inside the image (ch-run) {inside:.2f} s: ratio {inside / host:.2f}, "
