@@ -51,6 +51,7 @@ def current_parts(study: Study, experiment: str, record: dict, settings: DetectS
                   ) -> tuple[list[tuple[str, Path, str]], list[str]]:
     """([(task key, part path, digest)] of current parts, [task keys missing or stale])."""
     paths = study.detection_paths(experiment)
+    settings = settings.for_study(study)
     parts, left_out = [], []
     for acq in list_detect_tasks(study):
         part = paths.part(acq.season, acq.orbit, acq.date)
@@ -92,6 +93,7 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
     """Write the GeoPackage, activity table, evaluation and provenance from the parts; returns provenance.json."""
     settings = settings or DetectSettings()
     study = Study.load(root)
+    settings = settings.for_study(study)
     paths = study.detection_paths(experiment)
     record = load_record(study, experiment)
     if record is None:

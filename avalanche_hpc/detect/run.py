@@ -24,6 +24,7 @@ def detect_all(root: Path, experiment: str, settings: DetectSettings | None = No
     settings = settings or DetectSettings()
     settings.validate()
     study = Study.load(root)
+    settings = settings.for_study(study)
     record = prepare_model(study, experiment, settings.split, settings.precision, force=force)
     acqs = list_detect_tasks(study, season, orbit, date)
     if not acqs:

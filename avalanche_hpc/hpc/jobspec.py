@@ -86,7 +86,7 @@ class BaselineSpec(StrictModel):
 
 class DetectSpec(StrictModel):
     split: str = "random"  # split whose CNN seeds and baseline score the store (the main one)
-    min_valid: float = 0.5  # valid-pixel share below which a corridor is not observed (0..1)
+    min_valid: float | None = None  # valid-pixel share below which a corridor is not observed (default: study's)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     batch_size: int = 128
     force: bool = False
