@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 
 import geopandas as gpd
@@ -35,7 +36,7 @@ def _parts(dates: dict[str, list[dt.date]], scores: dict[tuple[str, str, dt.date
     """Part rows of every (orbit, window, corridor): score 0.1 unless given; ``unobserved``: (orbit, path, date)."""
     rows = []
     for o, ds in dates.items():
-        for a, b in zip(ds[:-1], ds[1:], strict=True):
+        for a, b in itertools.pairwise(ds):
             for p in paths:
                 obs = (o, p, b) not in unobserved
                 rows.append({"path_id": p, "massif": "M", "season": S, "orbit": o, "prev_date": a.isoformat(),
@@ -96,11 +97,11 @@ def test_touching_windows_are_two_detections_and_gaps_widen_windows():
                                                                       ["2018-01-07", "2018-01-13", "A"]]
     # an orbit with a gap: A misses 2018-01-09, its window (3, 15] still narrows D's (1, 7] to (3, 7]
     dates = {"D": [D(2018, 1, 1), D(2018, 1, 7), D(2018, 1, 13)], "A": [D(2018, 1, 3), D(2018, 1, 15)]}
-    units, dets = _fuse(dates, {("D", "P1", D(2018, 1, 7)): 0.9, ("A", "P1", D(2018, 1, 15)): 0.7})
+    _, dets = _fuse(dates, {("D", "P1", D(2018, 1, 7)): 0.9, ("A", "P1", D(2018, 1, 15)): 0.7})
     assert dets[["start", "end", "orbits"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07", "D;A"]]
     # noisy-OR combines two sub-threshold orbits into a detection; the window is then the best orbit's
     dates = {"D": [D(2018, 1, 1), D(2018, 1, 7)], "A": [D(2018, 1, 3), D(2018, 1, 9)]}
-    units, dets = _fuse(dates, {("D", "P1", D(2018, 1, 7)): 0.4, ("A", "P1", D(2018, 1, 9)): 0.35}, rule="noisy_or")
+    _units, dets = _fuse(dates, {("D", "P1", D(2018, 1, 7)): 0.4, ("A", "P1", D(2018, 1, 9)): 0.35}, rule="noisy_or")
     assert dets[["start", "end", "orbits"]].to_numpy().tolist() == [["2018-01-01", "2018-01-07", "D"]]
     assert dets["score"].iloc[0] == pytest.approx(1 - 0.6 * 0.65)
     _, none = _fuse(dates, {("D", "P1", D(2018, 1, 7)): 0.4, ("A", "P1", D(2018, 1, 9)): 0.35}, rule="max")

@@ -87,7 +87,7 @@ class Stacker:
     def describe(self) -> dict[str, Any]:
         lr = self.model[-1]
         scaler = self.model[0]
-        return {"model": "standardised features -> logistic regression (L2, C=%g)" % self.C,
+        return {"model": f"standardised features -> logistic regression (L2, C={self.C:g})",
                 "trained_on": "labelled units of the split's validation corridors",
                 "n_train_units": self.n_train, "n_train_positive": self.n_train_positive,
                 "intercept": float(lr.intercept_[0]),

@@ -23,7 +23,7 @@ Memory: one row per corridor and unit (for ``alps``, 3,000 corridors x ~130 unit
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +90,7 @@ def _iso(d: dt.date) -> str:
     return d.isoformat()
 
 
-def build_units(parts: pd.DataFrame, config: StudyConfig, dates: dict[tuple[str, str], Sequence[dt.date]],
+def build_units(parts: pd.DataFrame, config: StudyConfig, dates: Mapping[tuple[str, str], Sequence[dt.date]],
                 orbits: Sequence[str], thresholds: dict[str, float], inventory: pd.DataFrame | None,
                 corridors: pd.DataFrame | None) -> UnitTable:
     """The unit table of ``orbits`` from the detection rows ``parts`` (columns ``PART_USE``).

@@ -14,6 +14,7 @@ either covers the whole interval or none of it, so each unit has at most one win
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Sequence
 
 Window = tuple[dt.date, dt.date]  # (start, end]: exclusive start, inclusive end
@@ -45,7 +46,7 @@ def elementary_intervals(dates_by_orbit: dict[str, Sequence[dt.date]]) -> list[W
     covered by no orbit's window (before every orbit's first date) do not exist here.
     """
     union = sorted({d for ds in dates_by_orbit.values() for d in ds})
-    return list(zip(union[:-1], union[1:], strict=True))
+    return list(itertools.pairwise(union))
 
 
 def covering_window(dates: Sequence[dt.date], unit: Window) -> Window | None:

@@ -38,6 +38,7 @@ from avalanche_hpc.report.collect import (
     table_per_massif,
     table_per_orbit,
 )
+from avalanche_hpc.report.fusion import fusion_section
 from avalanche_hpc.report.provenance import collect_provenance, provenance_rows
 from avalanche_hpc.report.render import Figure, Section, render_html, render_markdown
 
@@ -131,6 +132,7 @@ def build_report(root: Path, experiment: str) -> Path:
     }
     figs = {k: Figure(p, captions[k]) for k, p in made.items() if p is not None}
     activity, activity_data, activity_figs = activity_section(exp.study, experiment, figdir)
+    fusion, fusion_data = fusion_section(exp.study, experiment)
 
     main = exp.main_split
     sections = [
@@ -145,6 +147,7 @@ def build_report(root: Path, experiment: str) -> Path:
                 + [f for k, f in figs.items() if k == "classes"] or ["No positive test patch in the CNN runs."]),
         Section("dataset", "Dataset", ds_tables or ["No patch store and no split.csv found."]),
         activity,
+        *([fusion] if fusion is not None else []),
         Section("provenance", "Settings, code version and inputs",
                 [Table("provenance", "Provenance", ["Item", "Value"], provenance_rows(prov),
                        "Complete settings of every run (config.json / params.json) are in summary.json.", style="kv")]),
@@ -160,6 +163,7 @@ def build_report(root: Path, experiment: str) -> Path:
         "tables": {t.id: t.to_json() for t in all_tables}, "analysis": miss_data, "dataset": ds_data,
         "figures": [p.relative_to(folder).as_posix() for p in [*made.values(), *activity_figs] if p],
         "notes": exp.notes, "provenance": prov, "activity": activity_data,
+        "fusion": fusion_data,
     }
     return _write_outputs(folder, title, subtitle, sections, exp.notes, summary,
                           [p for p in [*made.values(), *activity_figs] if p])
