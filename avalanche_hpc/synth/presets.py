@@ -135,10 +135,10 @@ PRESETS: dict[str, Preset] = {
         n_corridors=20, orbits=_Q, n_dates=5, repeat_days=6, events_per_corridor=1.2,
         summer_dates=(dt.date(2017, 8, 10),),
     ),
+    # sized like the demo's patch count (4 orbits x 21 windows x 150 corridors ~ 2 x 13 x 360)
     "demo4": Preset(
-        name="demo4", shape=(1024, 1024), pixel_m=20.0,
-        massifs=("Haute-Maurienne", "Vanoise", "Maurienne", "Oisans"),
-        n_corridors=360, orbits=_Q, n_dates=22, repeat_days=6, events_per_corridor=1.1,
+        name="demo4", shape=(640, 640), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise", "Maurienne"),
+        n_corridors=150, orbits=_Q, n_dates=22, repeat_days=6, events_per_corridor=1.1,
     ),
     "alps": Preset(
         name="alps", shape=(3200, 3200), pixel_m=20.0,
