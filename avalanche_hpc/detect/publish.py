@@ -83,6 +83,8 @@ def publication_is_current(root: Path, experiment: str, settings: DetectSettings
     record = load_record(study, experiment)
     if record is None or not paths.provenance.is_file():
         return False
+    if len(study.config.orbits) > 1 and not (paths.fusion_evaluation.is_file() and paths.fusion_model.is_file()):
+        return False  # published before orbit fusion existed (or its files were removed)
     parts, _ = current_parts(study, experiment, record, settings)
     try:
         old = json.loads(paths.provenance.read_text(encoding="utf-8")).get("parts_digest")
