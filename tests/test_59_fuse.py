@@ -227,3 +227,20 @@ def test_stacker_and_thresholds_never_see_test_rows(fused_study):
     perturbed = parts.copy()
     perturbed.loc[val_rows, "cnn_prob"] = rng.random(int(val_rows.sum()))
     assert fuse_parts(study, perturbed, record, split_csv).model["configurations"] != cfg
+
+
+def test_report_section_orbit_fusion(fused_study):
+    from avalanche_hpc.report.collect import Table
+    from avalanche_hpc.report.fusion import fusion_section
+    from avalanche_hpc.study import Study
+    from tests.fixtures_detect import EXPERIMENT
+
+    study = Study.load(fused_study)
+    section, data = fusion_section(study, EXPERIMENT)
+    assert section is not None and section.title == "Orbit fusion"
+    tables = {t.id: t for t in section.items if isinstance(t, Table)}
+    methods = tables["fusion_methods"]
+    assert "POD east-facing" in methods.columns and "Window median (days)" in methods.columns
+    assert len(methods.rows) == len(pd.read_csv(study.detection_paths(EXPERIMENT).fusion_evaluation))
+    assert tables["fusion_octants"].columns[1:] == ["N", "NE", "E", "SE", "S", "SW", "W", "NW"]
+    assert data["product_method"] in ("max", "noisy_or", "stacker") and data["evaluation"]
