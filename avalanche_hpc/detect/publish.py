@@ -46,6 +46,7 @@ from avalanche_hpc.errors import MissingInputError, StageError
 from avalanche_hpc.fuse import fuse_parts
 from avalanche_hpc.fuse.product import FUSED_LAYER, append_fused_layer, write_fusion_files
 from avalanche_hpc.fuse.units import PART_USE
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,10 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
     slim: list[pd.DataFrame] = []  # the columns fusion needs, every part (fusion is per corridor over all dates)
     fusion = None
     n_rows = n_observed = 0
-    from rich.progress import Progress
-
-    with gpkg_atomic_path(paths.geopackage) as tmp, Progress(disable=not progress, transient=True) as bar:
-        tid = bar.add_task("publish", total=len(parts))
-        for i, (_, part_path, _) in enumerate(parts):
+    with gpkg_atomic_path(paths.geopackage) as tmp, progress_bar(enabled=progress, transient=True) as bar:
+        tid = bar.add_task("publish", total=len(parts), detail="")
+        for i, (key, part_path, _) in enumerate(parts):
+            bar.update(tid, detail=key)
             part = read_part(part_path)
             n_observed += append_part(tmp, part, polygons, corridors.crs, first=i == 0)
             n_rows += len(part)
@@ -147,6 +147,7 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
                 slim.append(part[PART_USE])
             bar.advance(tid)
         if fusing:
+            bar.update(tid, detail="orbit fusion")
             fusion = fuse_parts(study, pd.concat(slim, ignore_index=True), record,
                                 study.runs_dir(experiment) / record["split"] / "split.csv")
             if fusion is not None:

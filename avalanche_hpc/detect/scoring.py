@@ -30,6 +30,7 @@ from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.detect.model import DETECT_VERSION, current_record, get_detector, prepare_model
 from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.store.layout import open_h5, read_attrs, read_meta
 from avalanche_hpc.study import Acquisition, Study, fmt_yyyymmdd
 
@@ -199,10 +200,8 @@ def _run(study: Study, experiment: str, acq: Acquisition, settings: DetectSettin
         return part
     detector = get_detector(record, study.root)
     if progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            tid = bar.add_task(f"detect {acq.key}", total=source.stop - source.start)
+        with progress_bar(transient=True) as bar:
+            tid = bar.add_task(f"detect {acq.key}", total=source.stop - source.start, detail="")
             table = score_rows(detector, source.path, source.start, source.stop, settings.min_valid,
                                settings.batch_size, lambda n: bar.advance(tid, n))
     else:
@@ -233,12 +232,10 @@ def detect_all(root: Path, experiment: str, settings: DetectSettings | None = No
     acqs = list_detect_tasks(study, season, orbit, date)
     if not acqs:
         raise ConfigError(f"no acquisition matches season={season} orbit={orbit} date={date} in {study.root}")
-    from rich.progress import Progress
-
-    with Progress(disable=not progress) as bar:
-        tid = bar.add_task("detect", total=len(acqs))
+    with progress_bar(enabled=progress) as bar:
+        tid = bar.add_task("detect", total=len(acqs), detail="")
         for acq in acqs:
-            bar.update(tid, description=f"detect {acq.key}")
+            bar.update(tid, detail=acq.key)
             _run(study, experiment, acq, settings, record, force, progress=False)
             bar.advance(tid)
     if publish:
