@@ -53,6 +53,33 @@ def _fuse(dates, scores, rule="max", threshold=0.5, **kw):
     return units, detections(units, rule_scores(units, rule), threshold)
 
 
+# -- the four-orbit preset ----------------------------------------------------------------------------
+def test_four_orbit_preset_geometry_dates_and_pass_times(tmp_path):
+    from avalanche_hpc.study import Study
+    from avalanche_hpc.synth import PRESETS, generate_study
+
+    root = generate_study(tmp_path / "t4", "tiny4", seed=3)
+    cfg = Study.load(root).config
+    assert [(o.id, o.direction, o.relative_orbit) for o in cfg.orbits] == [
+        ("D139", "descending", 139), ("D066", "descending", 66), ("A161", "ascending", 161), ("A088", "ascending", 88)]
+    assert len({o.incidence_deg for o in cfg.orbits}) == 4  # each its own incidence
+    assert {o.id: round(o.look_azimuth_deg) for o in cfg.orbits} == {"D139": 280, "D066": 280, "A161": 80, "A088": 80}
+    preset = PRESETS["tiny4"]
+    assert [o.dawn for o in preset.orbits] == [True, True, False, False]
+    # Sentinel-1 cycle at 6 days: D139 day 0, D066 and A161 day 1, A088 day 2
+    first = {o.id: cfg.seasons[0].dates[o.id][0] for o in cfg.orbits}
+    assert [(first[o] - first["D139"]).days for o in ("D066", "A161", "A088")] == [1, 1, 2]
+    # D066 (dawn) and A161 (dusk) image the same days: the dawn pass sees the snow refrozen (less wet, more crust)
+    cond = pd.read_csv(root / "truth_conditions.csv")
+    w = cond[cond["kind"] == "winter"].pivot(index="date", columns="orbit", values=["wet_fraction", "crust_fraction"])
+    both = w.dropna(subset=[("wet_fraction", "D066"), ("wet_fraction", "A161")])
+    assert len(both) == preset.n_dates
+    assert (both[("wet_fraction", "D066")] <= both[("wet_fraction", "A161")]).all()
+    assert (both[("crust_fraction", "D066")] >= both[("crust_fraction", "A161")]).all()
+    truth = pd.read_csv(root / "truth.csv")
+    assert {f"visibility_{o.id}" for o in cfg.orbits} <= set(truth.columns)
+
+
 # -- windows ------------------------------------------------------------------------------------------
 def test_window_intersection_edge_cases():
     assert intersect([(D(2018, 1, 1), D(2018, 1, 7)), (D(2018, 1, 3), D(2018, 1, 9))]) == (D(2018, 1, 3), D(2018, 1, 7))
