@@ -35,7 +35,7 @@ def run(
             if "detect" in spec.stages:
                 typer.echo(f"detections: {study.detection_paths(spec.experiment).geopackage}")
             if "report" in spec.stages:
-                typer.echo(f"report: {study.reports_dir(spec.experiment) / 'index.html'}")
+                typer.echo(f"report: {study.report_index(spec.experiment)}")
     else:
         typer.echo("submitted: " + (", ".join(f"{s} array {a} ({len(result.submitted[s])} tasks)"
                                               for s, a in result.arrays.items()) or "nothing (all complete or running)"))

@@ -215,31 +215,3 @@ def _run(study: Study, experiment: str, acq: Acquisition, settings: DetectSettin
     log.info("detect %s: %d corridors, %d observed, %d CNN / %d baseline detections", acq.key, len(table),
              int(table["observed"].sum()), int(table["cnn_detected"].sum()), int(table["baseline_detected"].sum()))
     return part
-
-
-def detect_all(root: Path, experiment: str, settings: DetectSettings | None = None, *, season: str | None = None,
-               orbit: str | None = None, date: dt.date | None = None, force: bool = False, progress: bool = True,
-               publish: bool = True) -> Path:
-    """Score every (selected) date, then publish the GeoPackage, activity table and evaluation.
-
-    Returns the detections folder. Every check (runs, store, validation set) happens before
-    anything is written; dates whose parts are current are skipped.
-    """
-    settings = settings or DetectSettings()
-    settings.validate()
-    study = Study.load(root)
-    record = prepare_model(study, experiment, settings.split, settings.precision, force=force)
-    acqs = list_detect_tasks(study, season, orbit, date)
-    if not acqs:
-        raise ConfigError(f"no acquisition matches season={season} orbit={orbit} date={date} in {study.root}")
-    with progress_bar(enabled=progress) as bar:
-        tid = bar.add_task("detect", total=len(acqs), detail="")
-        for acq in acqs:
-            bar.update(tid, detail=acq.key)
-            _run(study, experiment, acq, settings, record, force, progress=False)
-            bar.advance(tid)
-    if publish:
-        from avalanche_hpc.detect.publish import publish_detections
-
-        publish_detections(root, experiment, settings, progress=progress)
-    return study.detection_paths(experiment).root

@@ -31,7 +31,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from avalanche_hpc.config import StrictModel, config_error, read_toml
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.hpc.profiles import STAGES, StageName
+from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
+from avalanche_hpc.learn.splits import holdout_split_name
 
 if TYPE_CHECKING:
     from avalanche_hpc.detect.scoring import DetectSettings
@@ -104,7 +105,7 @@ class DetectSpec(StrictModel):
 class JobSpec(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
-    stages: list[StageName] = Field(default_factory=lambda: list(STAGES), min_length=1)
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
     executor: Literal["local", "slurm"] = "local"
     profile: Path | None = None
     study: StudySpec
@@ -120,7 +121,7 @@ class JobSpec(StrictModel):
     def _ordered_unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ConfigError(f"a stage is listed twice: {v}")
-        return sorted(v, key=STAGES.index)
+        return sorted(v, key=STAGE_NAMES.index)
 
     @model_validator(mode="after")
     def _synth_needs_preset(self) -> JobSpec:
@@ -133,8 +134,6 @@ class JobSpec(StrictModel):
         return self.study.path
 
     def split_names(self) -> list[str]:
-        from avalanche_hpc.learn.splits import holdout_split_name
-
         names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
         return list(dict.fromkeys(names))
 
