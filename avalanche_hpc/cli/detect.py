@@ -14,8 +14,9 @@ def detect(
     experiment: ExperimentOpt,
     split: Annotated[str, typer.Option("--split", help="Split whose CNN seeds (mean probability) and baseline are "
                                                        "used; the main split 'random' by default.")] = "random",
-    min_valid: Annotated[float, typer.Option("--min-valid", help="Valid-pixel share below which a corridor is not "
-                                                                 "observed on a date (not scored).")] = 0.5,
+    min_valid: Annotated[float | None, typer.Option(
+        "--min-valid", help="Valid-pixel share below which a corridor is not observed on a date (not scored); "
+                            "default: the study's min_valid_fraction (study.toml, 0.5).")] = None,
     precision: Annotated[str, typer.Option("--precision", help="Backbone arithmetic: auto (bfloat16 where native and "
                                                                "accurate, else float32), fp32 or bf16.")] = "auto",
     season: Annotated[str | None, typer.Option("--season", help="Only this season.")] = None,

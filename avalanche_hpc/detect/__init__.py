@@ -8,13 +8,15 @@ Modules (plain functions over paths; ``cli/detect.py`` parses and delegates):
 - ``scoring``: one task per (season, orbit, date) -> a part file (incremental, resumable);
 - ``geopackage``, ``activity``: the product's layers and per-massif activity table;
 - ``evaluation``: event-level POD/FAR against ``truth.csv``;
-- ``publish``: ``detect_all`` (score every date, then publish); parts -> ``detections.gpkg``, ``activity.csv``, ``evaluation.csv``, ``provenance.json``.
+- ``publish``: parts -> ``detections.gpkg``, ``activity.csv``, ``evaluation.csv``, ``provenance.json``;
+- ``run``: ``detect_all`` (score every selected date, then publish: the CLI command).
 
 Outputs: ``STUDY/detections/{experiment}/`` (``Study.detection_paths``; docs/data-contract.md).
 """
 
 from avalanche_hpc.detect.model import prepare_model
-from avalanche_hpc.detect.publish import detect_all, publication_is_current, publish_detections
+from avalanche_hpc.detect.publish import publication_is_current, publish_detections
+from avalanche_hpc.detect.run import detect_all
 from avalanche_hpc.detect.scoring import DetectSettings, detect_task, list_detect_tasks, task_is_current
 
 __all__ = ["DetectSettings", "detect_all", "detect_task", "list_detect_tasks", "prepare_model",

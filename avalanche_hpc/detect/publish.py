@@ -32,10 +32,9 @@ from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.detect.activity import ACTIVITY_COLUMNS, activity_rows
 from avalanche_hpc.detect.evaluation import Evaluator, read_truth
 from avalanche_hpc.detect.geopackage import append_part, gpkg_atomic_path
-from avalanche_hpc.detect.model import load_record, prepare_model
+from avalanche_hpc.detect.model import load_record
 from avalanche_hpc.detect.scoring import (
     DetectSettings,
-    _run,
     list_detect_tasks,
     read_part,
     read_part_header,
@@ -43,7 +42,7 @@ from avalanche_hpc.detect.scoring import (
     task_source,
 )
 from avalanche_hpc.digest import digest_json
-from avalanche_hpc.errors import ConfigError, MissingInputError, StageError
+from avalanche_hpc.errors import MissingInputError, StageError
 from avalanche_hpc.fuse import fuse_parts
 from avalanche_hpc.fuse.product import FUSED_LAYER, append_fused_layer, write_fusion_files
 from avalanche_hpc.fuse.units import PART_USE
@@ -57,6 +56,7 @@ def current_parts(study: Study, experiment: str, record: dict, settings: DetectS
                   ) -> tuple[list[tuple[str, Path, str]], list[str]]:
     """([(task key, part path, digest)] of current parts, [task keys missing or stale])."""
     paths = study.detection_paths(experiment)
+    settings = settings.for_study(study)
     parts, left_out = [], []
     for acq in list_detect_tasks(study):
         part = paths.part(acq.season, acq.orbit, acq.date)
@@ -100,6 +100,7 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
     """Write the GeoPackage, activity table, evaluation and provenance from the parts; returns provenance.json."""
     settings = settings or DetectSettings()
     study = Study.load(root)
+    settings = settings.for_study(study)
     paths = study.detection_paths(experiment)
     record = load_record(study, experiment)
     if record is None:
@@ -179,29 +180,3 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
     log.info("detections of %s: %d rows (%d observed) from %d dates -> %s", experiment, n_rows, n_observed, len(parts),
              paths.geopackage)
     return paths.provenance
-
-
-def detect_all(root: Path, experiment: str, settings: DetectSettings | None = None, *, season: str | None = None,
-               orbit: str | None = None, date: dt.date | None = None, force: bool = False, progress: bool = True,
-               publish: bool = True) -> Path:
-    """Score every (selected) date, then publish the GeoPackage, activity table and evaluation.
-
-    Returns the detections folder. Every check (runs, store, validation set) happens before
-    anything is written; dates whose parts are current are skipped.
-    """
-    settings = settings or DetectSettings()
-    settings.validate()
-    study = Study.load(root)
-    record = prepare_model(study, experiment, settings.split, settings.precision, force=force)
-    acqs = list_detect_tasks(study, season, orbit, date)
-    if not acqs:
-        raise ConfigError(f"no acquisition matches season={season} orbit={orbit} date={date} in {study.root}")
-    with progress_bar(enabled=progress) as bar:
-        tid = bar.add_task("detect", total=len(acqs), detail="")
-        for acq in acqs:
-            bar.update(tid, detail=acq.key)
-            _run(study, experiment, acq, settings, record, force, progress=False)
-            bar.advance(tid)
-    if publish:
-        publish_detections(root, experiment, settings, progress=progress)
-    return study.detection_paths(experiment).root

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +47,19 @@ class DetectSettings:
     """What detection is asked to do (recorded with the outputs)."""
 
     split: str = "random"  # the split whose CNN seeds and baseline are used (the main split by default)
-    min_valid: float = 0.5  # rows with a smaller valid-pixel share are not observed (not scored)
+    min_valid: float | None = None  # rows with a smaller valid-pixel share are not observed (not scored);
+    # None: the study's min_valid_fraction (study.toml, default 0.5), the same filter as learning's
     precision: str = "auto"  # auto | fp32 | bf16 (see model.py)
     batch_size: int = 128  # patches per chunk read and scored
 
+    def for_study(self, study: Study) -> DetectSettings:
+        """These settings with ``min_valid`` filled from the study when unset."""
+        if self.min_valid is not None:
+            return self
+        return replace(self, min_valid=float(study.config.min_valid_fraction))
+
     def validate(self) -> None:
-        if not 0.0 <= self.min_valid <= 1.0:
+        if self.min_valid is not None and not 0.0 <= self.min_valid <= 1.0:
             raise ConfigError(f"min_valid={self.min_valid}: a share of valid pixels, between 0 and 1")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
@@ -123,6 +130,7 @@ def read_part(path: Path) -> pd.DataFrame:
 
 def task_is_current(study: Study, experiment: str, acq: Acquisition, settings: DetectSettings) -> bool:
     """Whether the part of ``acq`` exists and matches the current source and model (cheap)."""
+    settings = settings.for_study(study)
     record = current_record(study, experiment, settings.split, settings.precision)
     if record is None:
         return False
@@ -180,6 +188,7 @@ def detect_task(root: Path, experiment: str, season: str, orbit: str, date: dt.d
     settings = settings or DetectSettings()
     settings.validate()
     study = Study.load(root)
+    settings = settings.for_study(study)
     acqs = list_detect_tasks(study, season, orbit, date)
     if not acqs:
         raise ConfigError(f"{season}/{orbit}/{fmt_yyyymmdd(date)} is not an acquisition with a previous one in "
@@ -190,6 +199,8 @@ def detect_task(root: Path, experiment: str, season: str, orbit: str, date: dt.d
 
 def _run(study: Study, experiment: str, acq: Acquisition, settings: DetectSettings, record: dict, force: bool,
          progress: bool) -> Path:
+    settings = settings.for_study(study)
+    assert settings.min_valid is not None
     paths = study.detection_paths(experiment)
     part = paths.part(acq.season, acq.orbit, acq.date)
     source = task_source(study, acq)

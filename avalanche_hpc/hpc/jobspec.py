@@ -32,6 +32,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from avalanche_hpc.config import StrictModel, config_error, read_toml
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
+from avalanche_hpc.ids import check_id
 from avalanche_hpc.learn.splits import holdout_split_name
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class BaselineSpec(StrictModel):
 
 class DetectSpec(StrictModel):
     split: str = "random"  # split whose CNN seeds and baseline score the store (the main one)
-    min_valid: float = 0.5  # valid-pixel share below which a corridor is not observed (0..1)
+    min_valid: float | None = None  # valid-pixel share below which a corridor is not observed (default: study's)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     batch_size: int = 128
     force: bool = False
@@ -103,8 +104,8 @@ class DetectSpec(StrictModel):
 
 
 class JobSpec(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
+    experiment: str = "default"
     stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
     executor: Literal["local", "slurm"] = "local"
     profile: Path | None = None
@@ -115,6 +116,11 @@ class JobSpec(StrictModel):
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     detect: DetectSpec = Field(default_factory=DetectSpec)
     source: Path | None = Field(None, exclude=True, description="the TOML file it was read from")
+
+    @field_validator("name", "experiment")
+    @classmethod
+    def _folder_name(cls, v: str, info) -> str:
+        return check_id(v, "job name" if info.field_name == "name" else "experiment name")
 
     @field_validator("stages")
     @classmethod

@@ -125,7 +125,7 @@ def plot_activity_series(act: pd.DataFrame, path: Path) -> Path | None:
         ax.plot(x, d["baseline_detections"], "s--", ms=3, color=BASE_COLOR, label="baseline detections")
         ax.set_title(m, fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="x", rotation=45, labelbottom=True)  # every panel dated (sharex hides inner ones)
     for ax in axes.ravel()[len(massifs):]:
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=7)
@@ -176,7 +176,8 @@ def activity_section(study: Study, experiment: str, figdir: Path) -> tuple[Secti
     data: dict[str, Any] = {"folder": str(paths.root.relative_to(study.root)), "geopackage": paths.geopackage.name,
                             "thresholds": {"cnn": record["cnn"]["threshold"], "baseline": record["baseline"]["threshold"]},
                             "precision": record.get("precision"), "n_rows": prov.get("n_rows"),
-                            "n_observed": prov.get("n_observed"), "left_out": prov.get("left_out", [])}
+                            "n_observed": prov.get("n_observed"), "left_out": prov.get("left_out", []),
+                            "parts_digest": prov.get("parts_digest")}
     made = []
     items.append(f"Every corridor on every date scored by the CNN and the baseline: "
                  f"{paths.geopackage.relative_to(study.root)} (layers 'corridors' and 'deposition', one feature per "
