@@ -520,6 +520,16 @@ class DetectionPaths:
         return self.root / "evaluation.csv"
 
     @property
+    def fusion_evaluation(self) -> Path:
+        """Orbit fusion (studies with several orbits): single orbits, directions, fused methods evaluated."""
+        return self.root / "fusion.csv"
+
+    @property
+    def fusion_model(self) -> Path:
+        """Orbit fusion: thresholds, stacker coefficients, the product method."""
+        return self.root / "fusion.json"
+
+    @property
     def provenance(self) -> Path:
         """Written last by the publish step: its presence means the products above are complete."""
         return self.root / "provenance.json"

@@ -6,6 +6,8 @@ order, and writes under ``STUDY/detections/{experiment}/``:
 - ``detections.gpkg`` (``geopackage``: layers ``corridors`` and ``deposition``);
 - ``activity.csv`` (``activity``);
 - ``evaluation.csv`` when the study has a ``truth.csv`` (``evaluation``);
+- with several orbits, orbit fusion (``avalanche_hpc.fuse``): the GeoPackage's ``fused`` layer,
+  ``fusion.csv`` (evaluation) and ``fusion.json`` (thresholds, stacker, product method);
 - ``provenance.json`` last: the model record, the settings, every part used with its digest,
   the tasks left out (missing or stale parts) and the evaluation summary. Its ``parts_digest``
   makes a re-run with unchanged parts a no-op.
@@ -41,6 +43,9 @@ from avalanche_hpc.detect.scoring import (
 )
 from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import MissingInputError, StageError
+from avalanche_hpc.fuse import fuse_parts
+from avalanche_hpc.fuse.product import FUSED_LAYER, append_fused_layer, write_fusion_files
+from avalanche_hpc.fuse.units import PART_USE
 from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import Study
 
@@ -80,6 +85,8 @@ def publication_is_current(root: Path, experiment: str, settings: DetectSettings
     record = load_record(study, experiment)
     if record is None or not paths.provenance.is_file():
         return False
+    if len(study.config.orbits) > 1 and not (paths.fusion_evaluation.is_file() and paths.fusion_model.is_file()):
+        return False  # published before orbit fusion existed (or its files were removed)
     parts, _ = current_parts(study, experiment, record, settings)
     try:
         old = json.loads(paths.provenance.read_text(encoding="utf-8")).get("parts_digest")
@@ -110,6 +117,9 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
     has_truth = study.truth_path.is_file()
     parts_digest = _parts_digest(parts, record, has_truth)
     outputs = [paths.geopackage, paths.activity] + ([paths.evaluation] if has_truth else [])
+    fusing = len(study.config.orbits) > 1  # orbit fusion (avalanche_hpc/fuse): a layer and two files more
+    if fusing:
+        outputs += [paths.fusion_evaluation, paths.fusion_model]
     if not force and paths.provenance.is_file() and all(p.is_file() for p in outputs):
         try:
             if json.loads(paths.provenance.read_text(encoding="utf-8")).get("parts_digest") == parts_digest:
@@ -122,6 +132,8 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
     polygons = corridors.set_index("path_id").geometry
     evaluator = Evaluator(read_truth(study.truth_path, study.inventory_path)) if has_truth else None
     activity: list[pd.DataFrame] = []
+    slim: list[pd.DataFrame] = []  # the columns fusion needs, every part (fusion is per corridor over all dates)
+    fusion = None
     n_rows = n_observed = 0
     with gpkg_atomic_path(paths.geopackage) as tmp, progress_bar(enabled=progress, transient=True) as bar:
         tid = bar.add_task("publish", total=len(parts), detail="")
@@ -133,7 +145,15 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
             activity.append(activity_rows(part))
             if evaluator is not None:
                 evaluator.add(part)
+            if fusing:
+                slim.append(part[PART_USE])
             bar.advance(tid)
+        if fusing:
+            bar.update(tid, detail="orbit fusion")
+            fusion = fuse_parts(study, pd.concat(slim, ignore_index=True), record,
+                                study.runs_dir(experiment) / record["split"] / "split.csv")
+            if fusion is not None:
+                append_fused_layer(tmp, fusion, polygons, corridors.crs)
     table = pd.concat(activity, ignore_index=True)[ACTIVITY_COLUMNS]
     write_text(paths.activity, table.to_csv(index=False, lineterminator="\n"))
     evaluation: dict[str, Any] | None = None
@@ -142,7 +162,12 @@ def publish_detections(root: Path, experiment: str, settings: DetectSettings | N
         write_text(paths.evaluation, ev.to_csv(index=False, lineterminator="\n"))
         evaluation = {"file": paths.evaluation.name, "definitions": "POD = TP / (TP + FN) over truth events; "
                       "FAR = FP / (TP + FP) over detections (Eckerstorfer et al. 2019); see detect/evaluation.py"}
+    if fusion is not None:
+        write_fusion_files(paths.fusion_evaluation, paths.fusion_model, fusion)
     prov = {
+        "fusion": None if fusion is None else {"files": [paths.fusion_evaluation.name, paths.fusion_model.name],
+                                               "layer": FUSED_LAYER, "product_method": fusion.model["product_method"],
+                                               "n_fused": int(fusion.detections["product"].sum())},
         "experiment": experiment, "study": study.config.name, "parts_digest": parts_digest,
         "settings": {"split": settings.split, "min_valid": settings.min_valid, "precision": settings.precision},
         "model": {k: v for k, v in record.items() if k != "inputs_fingerprint"},

@@ -15,7 +15,7 @@ Stages and their tasks (one SLURM array per stage; one task per row)::
     train       (split, seed) per split x seed, DDP ranks inside a task      <- merge
     baseline    (split) per split                                           <- merge
     detect      (season, orbit, date) per acquisition with a previous one   <- train, baseline
-    report      1 task (publishes the detections first)                     <- train, baseline, detect
+    report      1 task (publishes the detections - and fuses the orbits - first) <- train, baseline, detect
 
 One notion of complete: a task is complete when the digest of its inputs and settings matches
 the one its outputs record - the very check the stage function makes before skipping work

@@ -38,6 +38,7 @@ from avalanche_hpc.report.collect import (
     table_per_massif,
     table_per_orbit,
 )
+from avalanche_hpc.report.fusion import fusion_section
 from avalanche_hpc.report.provenance import (
     DIGEST_META,
     collect_provenance,
@@ -141,6 +142,7 @@ def build_report(root: Path, experiment: str) -> Path:
     }
     figs = {k: Figure(p, captions[k]) for k, p in made.items() if p is not None}
     activity, activity_data, activity_figs = activity_section(exp.study, experiment, figdir)
+    fusion, fusion_data = fusion_section(exp.study, experiment)
 
     main = exp.main_split
     sections = [
@@ -155,6 +157,7 @@ def build_report(root: Path, experiment: str) -> Path:
                 + [f for k, f in figs.items() if k == "classes"] or ["No positive test patch in the CNN runs."]),
         Section("dataset", "Dataset", ds_tables or ["No patch store and no split.csv found."]),
         activity,
+        *([fusion] if fusion is not None else []),
         Section("provenance", "Settings, code version and inputs",
                 [Table("provenance", "Provenance", ["Item", "Value"], provenance_rows(prov),
                        "Complete settings of every run (config.json / params.json) are in summary.json.", style="kv")]),
@@ -169,7 +172,8 @@ def build_report(root: Path, experiment: str) -> Path:
         "main_split": main.name, "generated_utc": _now(), "table1": _stats_json(table_one_stats(exp)),
         "tables": {t.id: t.to_json() for t in all_tables}, "analysis": miss_data, "dataset": ds_data,
         "figures": [p.relative_to(folder).as_posix() for p in [*made.values(), *activity_figs] if p],
-        "notes": exp.notes, "provenance": prov, "activity": activity_data, "inputs_digest": inputs_digest,
+        "notes": exp.notes, "provenance": prov, "activity": activity_data, "fusion": fusion_data,
+        "inputs_digest": inputs_digest,
     }
     return _write_outputs(folder, title, subtitle, sections, exp.notes, summary,
                           [p for p in [*made.values(), *activity_figs] if p], {DIGEST_META: inputs_digest})

@@ -78,10 +78,11 @@ class SynthWorld:
 
     def orbit_config(self, i: int) -> OrbitConfig:
         o = self.preset.orbits[i]
-        return OrbitConfig(id=o.id, direction=o.direction, relative_orbit=o.relative_orbit)
+        return OrbitConfig(id=o.id, direction=o.direction, relative_orbit=o.relative_orbit,
+                           incidence_deg=o.incidence_deg, heading_deg=o.heading_deg)
 
     def snow(self, d: dt.date, orbit_index: int):
-        morning = self.preset.orbits[orbit_index].direction == "descending"  # dawn pass; ascending at dusk
+        morning = self.preset.orbits[orbit_index].dawn  # dawn pass (descending); dusk pass (ascending)
         return snow_state(self.terrain, self.weather, d, self.preset.physics, self.seed, self._level, morning)
 
 
