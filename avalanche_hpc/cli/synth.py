@@ -14,6 +14,8 @@ class PresetName(StrEnum):
     tiny = "tiny"
     demo = "demo"
     alps = "alps"
+    tiny4 = "tiny4"
+    demo4 = "demo4"
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +26,8 @@ def register(app: typer.Typer) -> None:
         study: StudyArg,
         preset: Annotated[PresetName, typer.Option(
             "--preset", help="Size: tiny (seconds, tests), demo (under a minute, 4 massifs, 2 orbits), "
-                             "alps (18 massifs, ~3000 corridors, 32 dates, benchmarks).")] = PresetName.demo,
+                             "alps (18 massifs, ~3000 corridors, 32 dates, benchmarks); tiny4 / demo4: "
+                             "four orbits (2 ascending, 2 descending, 6-day repeat), for orbit fusion.")] = PresetName.demo,
         seed: SeedOpt = 0,
         overwrite: Annotated[bool, typer.Option(
             "--overwrite",

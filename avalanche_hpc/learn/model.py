@@ -86,6 +86,8 @@ class Backbone(nn.Module):
         """fp32 (NCHW), fp32-cl (channels-last) or bf16 (autocast, channels-last): see precision.py."""
         from avalanche_hpc.learn import precision
 
+        if mode == "fp32" and getattr(self, "precision", "fp32") == "fp32-cl":
+            precision.apply(self.features, "fp32")  # back to NCHW weights
         self.precision = precision.check_mode(mode)
         # not a registered submodule: the bf16 copy is derived, state_dict() keeps the fp32 weights
         self.__dict__["_runner"] = precision.prepare(self.features, mode)
@@ -93,7 +95,9 @@ class Backbone(nn.Module):
 
     def to(self, *args, **kwargs) -> Backbone:  # the bf16 copy follows the device
         super().to(*args, **kwargs)
-        return self.set_precision(self.precision)
+        if self.precision == "bf16":
+            self.set_precision(self.precision)
+        return self
 
     def train(self, mode: bool = True) -> Backbone:  # frozen: always eval
         return super().train(False)

@@ -87,9 +87,10 @@ def apply(module: nn.Module, mode: str) -> nn.Module:
 
 
 def prepare(features: nn.Module, mode: str) -> nn.Module:
-    """The module that runs ``mode``: ``features`` itself in its layout (fp32 modes), or a
-    channels-last bf16 copy (bf16; ``features`` keeps its fp32 weights)."""
-    apply(features, "fp32" if mode == "bf16" else mode)
+    """The module that runs ``mode``: ``features`` itself (fp32: as it is; fp32-cl: channels-last),
+    or a channels-last bf16 copy (bf16; ``features`` keeps its fp32 weights)."""
+    if mode == "fp32-cl":
+        apply(features, mode)
     if mode != "bf16":
         return features
     import copy
@@ -101,8 +102,10 @@ def run_features(module: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
     """``module(x)`` (a module from ``prepare(., mode)``) in ``mode``, float32 out; ``x`` on its device."""
     if mode == "bf16":
         x = x.to(torch.bfloat16)
+    if mode != "fp32":  # fp32: the caller's layout (detect/ chooses its own)
+        x = x.contiguous(memory_format=memory_format(mode))
     with torch.inference_mode():
-        out = module(x.contiguous(memory_format=memory_format(mode)))
+        out = module(x)
     return out.float()
 
 

@@ -59,6 +59,16 @@ class OrbitSpec:
     first_date: dt.date
     units: str = "linear"           # units of the written scenes ("linear" or "dB")
     nodata_cols: int = 0            # columns of no data on the far edge (swath border)
+    incidence_deg: float = 39.0     # mid-swath incidence angle over the study (study.toml's default)
+    heading_deg: float | None = None  # satellite heading; None: 350 ascending / 190 descending (study.toml)
+    pass_hour_utc: float | None = None  # time of the pass; None: 05:30 descending (dawn) / 17:20 ascending (dusk)
+
+    @property
+    def dawn(self) -> bool:
+        """A morning pass: the surface has refrozen overnight (``snowpack.snow_state(morning=True)``)."""
+        hour = self.pass_hour_utc if self.pass_hour_utc is not None else (5.5 if self.direction == "descending"
+                                                                          else 17.33)
+        return hour < 12.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,25 @@ class Preset:
 _D = OrbitSpec("D139", "descending", 139, dt.date(2017, 12, 3))
 _A = OrbitSpec("A161", "ascending", 161, dt.date(2017, 12, 5), units="dB", nodata_cols=6)
 
+# The four relative orbits that see the paper's zone (Haute-Maurienne; the paper names "4 relevant
+# ascending/descending orbits"): D066, D139 (the paper's), A088, A161. Dates follow the Sentinel-1
+# cycle (175 relative orbits in 12 days, one satellite; 6 days with S1A + S1B, as in the 2017-2018
+# season): orbit n + k passes k x 12/175 days after orbit n, so D139 = D066 + 5.0 d, A088 = D066 + 1.5 d
+# (dawn -> dusk of the next day), A161 = D139 + 1.5 d. Modulo 6 days: D139 on day 0 (dawn), D066 and
+# A161 on day 1 (dawn, dusk), A088 on day 2 (dusk). Passes: descending near dawn (~05:30 UTC),
+# ascending near dusk (~17:20 UTC) (literature.md). Incidence angles are a choice, not sourced: two
+# adjacent tracks of one direction overlap over the zone, one sees it at near range and the other at
+# far range of the IW swath (29-46 deg), so each direction has a steep (~34 deg) and a shallow (~42 deg)
+# view. Headings: the default 190 / 350 deg (both tracks of a direction are parallel).
+_Q = (
+    OrbitSpec("D139", "descending", 139, dt.date(2017, 12, 3), incidence_deg=41.5, pass_hour_utc=5.65),
+    OrbitSpec("D066", "descending", 66, dt.date(2017, 12, 4), incidence_deg=34.0, pass_hour_utc=5.5,
+              units="dB", nodata_cols=4),
+    OrbitSpec("A161", "ascending", 161, dt.date(2017, 12, 4), incidence_deg=35.0, pass_hour_utc=17.35,
+              units="dB", nodata_cols=6),
+    OrbitSpec("A088", "ascending", 88, dt.date(2017, 12, 5), incidence_deg=42.5, pass_hour_utc=17.2),
+)
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny", shape=(192, 192), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
@@ -99,6 +128,17 @@ PRESETS: dict[str, Preset] = {
         name="demo", shape=(1024, 1024), pixel_m=20.0,
         massifs=("Haute-Maurienne", "Vanoise", "Maurienne", "Oisans"),
         n_corridors=360, orbits=(_D, _A), n_dates=14, repeat_days=12, events_per_corridor=1.1,
+    ),
+    # four orbits (two ascending, two descending) at the 6-day repeat of the 2017-2018 season: orbit fusion
+    "tiny4": Preset(
+        name="tiny4", shape=(192, 192), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=20, orbits=_Q, n_dates=5, repeat_days=6, events_per_corridor=1.2,
+        summer_dates=(dt.date(2017, 8, 10),),
+    ),
+    # sized like the demo's patch count (4 orbits x 21 windows x 150 corridors ~ 2 x 13 x 360)
+    "demo4": Preset(
+        name="demo4", shape=(640, 640), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise", "Maurienne"),
+        n_corridors=150, orbits=_Q, n_dates=22, repeat_days=6, events_per_corridor=1.1,
     ),
     "alps": Preset(
         name="alps", shape=(3200, 3200), pixel_m=20.0,
