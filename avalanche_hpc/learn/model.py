@@ -86,8 +86,10 @@ class Backbone(nn.Module):
         """fp32 (NCHW), fp32-cl (channels-last) or bf16 (autocast, channels-last): see precision.py."""
         from avalanche_hpc.learn import precision
 
-        if mode == "fp32" and getattr(self, "precision", "fp32") == "fp32-cl":
-            precision.apply(self.features, "fp32")  # back to NCHW weights
+        if mode == "fp32" and self.__dict__.pop("_made_cl", False):
+            precision.apply(self.features, "fp32")  # back to the NCHW weights fp32-cl replaced
+        if mode == "fp32-cl":
+            self.__dict__["_made_cl"] = True
         self.precision = precision.check_mode(mode)
         # not a registered submodule: the bf16 copy is derived, state_dict() keeps the fp32 weights
         self.__dict__["_runner"] = precision.prepare(self.features, mode)
