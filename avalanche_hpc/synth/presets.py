@@ -10,8 +10,9 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.synth.calendar import acquisition_dates
 
-__all__ = ["PRESETS", "OrbitSpec", "Physics", "Preset", "get_preset"]
+__all__ = ["PRESETS", "OrbitSpec", "Physics", "Preset", "get_preset", "parse_season_range"]
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,72 @@ class Preset:
     epsg: int = 32632
     origin: tuple[float, float] = (300000.0, 5030000.0)   # upper-left corner (x, y), metres, EPSG:32632
     physics: Physics = field(default_factory=Physics)
+    # -- several seasons (empty: the single season above, with n_dates every repeat_days) --
+    # Season ids "YYYY-YYYY"; each season's winter dates follow the constellation calendar
+    # (synth/calendar.py, anchored at each orbit's first_date) inside ``window``, its summer
+    # references are the first ``n_summer`` passes from 1 August of its first year.
+    seasons: tuple[str, ...] = ()
+    window: tuple[tuple[int, int], tuple[int, int]] = ((12, 1), (4, 30))  # (month, day) in year 1, in year 2
+    n_summer: int = 2
+    # set by season_presets() on the single-season presets it derives (None/"": use the fields above)
+    orbit_dates: tuple[tuple[dt.date, ...], ...] | None = None   # winter dates per orbit
+    orbit_summer: tuple[tuple[dt.date, ...], ...] | None = None  # summer references per orbit
+    season_key: str = ""  # extra key of the season's random streams (weather, events, inventory)
 
     def with_physics(self, **changes) -> Preset:
         return replace(self, physics=replace(self.physics, **changes))
+
+    def with_seasons(self, seasons: str | tuple[str, ...]) -> Preset:
+        """This preset over other seasons: ``"2015-2016:2024-2025"`` (a range) or a tuple of ids."""
+        ids = parse_season_range(seasons) if isinstance(seasons, str) else tuple(seasons)
+        for sid in ids:
+            _season_years(sid)
+        return replace(self, seasons=ids)
+
+    def season_presets(self) -> list[Preset]:
+        """One single-season preset per season (``[self]`` for a single-season preset)."""
+        if not self.seasons:
+            return [self]
+        out = []
+        for sid in self.seasons:
+            y0, y1 = _season_years(sid)
+            (m0, d0), (m1, d1) = self.window
+            start, end = dt.date(y0, m0, d0), dt.date(y1, m1, d1)
+            winter = tuple(tuple(acquisition_dates(o.first_date, start, end)) for o in self.orbits)
+            summer = tuple(tuple(acquisition_dates(o.first_date, dt.date(y0, 8, 1), dt.date(y0, 9, 30))[:self.n_summer])
+                           for o in self.orbits)
+            out.append(replace(self, seasons=(), season_id=sid, season_start=start, season_end=end,
+                               orbit_dates=winter, orbit_summer=summer, n_dates=max(len(w) for w in winter),
+                               season_key=sid))
+        return out
+
+
+def _season_years(sid: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in sid.split("-"))
+        ok = len(sid) == 9 and b == a + 1 and 2014 <= a <= 2100
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"season {sid!r}: write a winter as 'YYYY-YYYY' with consecutive years, "
+                          f"e.g. '2017-2018' (Sentinel-1 data start in October 2014)")
+    return a, b
+
+
+def parse_season_range(text: str) -> tuple[str, ...]:
+    """``"2015-2016:2017-2018"`` -> the three seasons; ``"2017-2018"`` -> one; ``"a,b"`` -> a list."""
+    text = text.strip()
+    if "," in text:
+        ids = tuple(t.strip() for t in text.split(",") if t.strip())
+        for sid in ids:
+            _season_years(sid)
+        return ids
+    first, _, last = text.partition(":")
+    a = _season_years(first.strip())[0]
+    b = _season_years((last or first).strip())[0]
+    if b < a:
+        raise ConfigError(f"season range {text!r}: the last season is before the first -> write FIRST:LAST")
+    return tuple(f"{y}-{y + 1}" for y in range(a, b + 1))
 
 
 _D = OrbitSpec("D139", "descending", 139, dt.date(2017, 12, 3))
@@ -106,6 +170,20 @@ PRESETS: dict[str, Preset] = {
                  "Aravis", "Chablais", "Bauges", "Chartreuse", "Belledonne", "Grandes-Rousses", "Vercors",
                  "Oisans", "Thabor", "Pelvoux", "Queyras", "Devoluy"),
         n_corridors=3000, orbits=(_D, _A), n_dates=32, repeat_days=6, events_per_corridor=1.0,
+    ),
+    # several seasons (the constellation calendar decides the dates): tests and the campaign demo.
+    # 2015-2016 has one satellite (12-day repeat), the next two have two (6 days); a short window
+    # (10 Dec - 20 Jan) keeps it to 28 preprocess tasks.
+    "tiny3": Preset(
+        name="tiny3", shape=(192, 192), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=20, orbits=(_D, _A), n_dates=0, repeat_days=6, events_per_corridor=1.2,
+        seasons=("2015-2016", "2016-2017", "2017-2018"), window=((12, 10), (1, 20)), n_summer=1,
+    ),
+    # ten winters since 2015 over the whole snow season (1 Dec - 30 Apr) on a small grid (benchmarks)
+    "campaign10": Preset(
+        name="campaign10", shape=(160, 160), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=16, orbits=(_D, _A), n_dates=0, repeat_days=6, events_per_corridor=2.0,
+        seasons=tuple(f"{y}-{y + 1}" for y in range(2015, 2025)), n_summer=1,
     ),
 }
 
