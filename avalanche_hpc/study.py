@@ -37,6 +37,7 @@ LAYOVER_SHADOW = "layover_shadow"
 CORRIDOR_LAYER = "corridors"
 INVENTORY_COLUMNS = ("event_id", "path_id", "date_min", "date_max", "deposit_area_m2")
 DATE_DIR_RE = re.compile(r"^\d{8}$")
+SEASON_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # Label codes used in label maps, shards and the store.
 LABEL_POSITIVE = 1
@@ -103,6 +104,15 @@ class SeasonConfig(_Model):
         default=None,
         description="orbit id -> winter acquisition dates; when absent they are discovered from scenes/",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_folder_name(cls, v: str) -> str:
+        # the id names folders (work/shards/{season}/, work/summer/{season}/) and splits (season-{id})
+        if not SEASON_ID_RE.fullmatch(v) or ".." in v:
+            raise ValueError(f"season id {v!r} must be a safe folder name: letters, digits, '-', '_' and '.', "
+                             f"starting with a letter or digit, e.g. '2017-2018'")
+        return v
 
     @model_validator(mode="after")
     def _window(self) -> SeasonConfig:
