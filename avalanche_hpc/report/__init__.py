@@ -36,6 +36,8 @@ from avalanche_hpc.report.collect import (
     table_one_stats,
     table_per_massif,
     table_per_orbit,
+    table_per_season,
+    table_season_splits,
 )
 from avalanche_hpc.report.provenance import collect_provenance, provenance_rows
 from avalanche_hpc.report.render import Figure, Section, render_html, render_markdown
@@ -107,7 +109,8 @@ def build_report(root: Path, experiment: str) -> Path:
     folder = exp.study.reports_dir(experiment)
     figdir = folder / FIGURES
 
-    results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp)) if t]
+    results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp),
+                           table_per_season(exp), table_season_splits(exp)) if t]
     miss_tables, miss_data = analyse_misses(exp)
     ds_tables, ds_data = summarise_dataset(exp)
     prov = collect_provenance(exp)

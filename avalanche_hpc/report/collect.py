@@ -24,7 +24,7 @@ import pandas as pd
 
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
 from avalanche_hpc.learn.metrics import compute_metrics, focus_massif_of
-from avalanche_hpc.learn.splits import HOLDOUT_PREFIX, read_split, slugify
+from avalanche_hpc.learn.splits import HOLDOUT_PREFIX, is_season_split, read_split, seasons_of_split, slugify
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,13 @@ class Experiment:
     def holdouts(self) -> list[SplitRuns]:
         return [s for s in self.splits if s.name.startswith(HOLDOUT_PREFIX)]
 
+    @property
+    def season_splits(self) -> list[SplitRuns]:
+        """``season-<id>`` and ``forward-<id>`` splits (in the study's season order)."""
+        order = {s.id: i for i, s in enumerate(sorted(self.study.config.seasons, key=lambda s: s.start))}
+        found = [s for s in self.splits if is_season_split(s.name)]
+        return sorted(found, key=lambda s: (s.name.startswith("forward-"), order.get(s.name.split("-", 1)[1], 99)))
+
 
 # -- reading --------------------------------------------------------------------------------------
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -217,7 +224,8 @@ def load_experiment(root: Path, experiment: str) -> Experiment:
     notes: list[str] = []
     splits: list[SplitRuns] = []
     for split_dir in sorted(p for p in exp_dir.iterdir() if p.is_dir()):
-        if not (split_dir.name == RANDOM_SPLIT or split_dir.name.startswith(HOLDOUT_PREFIX)):
+        if not (split_dir.name == RANDOM_SPLIT or split_dir.name.startswith(HOLDOUT_PREFIX)
+                or is_season_split(split_dir.name)):
             continue  # features/, logs/, ...
         cnn: list[Run] = []
         cnn_dir = split_dir / "cnn"
@@ -370,3 +378,42 @@ def table_per_orbit(exp: Experiment) -> Table | None:
         return None
     rows = [_metric_row([o], split_stats(split, lambda t, o=o: t[t["orbit"].astype(str) == o])) for o in orbits]
     return Table("per_orbit", f"Per orbit (split '{split.name}', test set)", ["Orbit", *METRIC_PAIR_COLUMNS], rows)
+
+
+def _season_order(exp: Experiment) -> list[str]:
+    return [s.id for s in sorted(exp.study.config.seasons, key=lambda s: s.start)]
+
+
+def table_per_season(exp: Experiment) -> Table | None:
+    """Main split's test set, one row per season (only with several seasons)."""
+    split = exp.main_split
+    if not split.runs or "season" not in split.runs[0].test.columns:
+        return None
+    present = {str(x) for r in split.runs for x in r.test["season"].unique()}
+    seasons = [s for s in _season_order(exp) if s in present]
+    if len(seasons) < 2:
+        return None
+    rows = [_metric_row([s], split_stats(split, lambda t, s=s: t[t["season"].astype(str) == s])) for s in seasons]
+    return Table("per_season", f"Per season (split '{split.name}', test set)", ["Season", *METRIC_PAIR_COLUMNS], rows,
+                 "The split deals each corridor, with all its dates of every season, to one set; see the "
+                 "season splits below for models tested on winters they never saw.")
+
+
+def table_season_splits(exp: Experiment) -> Table | None:
+    """One row per season hold-out / forward split: trained on some winters, tested on others."""
+    splits = exp.season_splits
+    if not splits:
+        return None
+    order = _season_order(exp)
+    rows = []
+    for s in splits:
+        try:
+            train, test = seasons_of_split(s.name, order)
+        except ConfigError:
+            train, test = ["?"], ["?"]
+        kind = "hold-out" if s.name.startswith("season-") else "forward"
+        rows.append(_metric_row([s.name, kind, ", ".join(train), ", ".join(test)], split_stats(s)))
+    return Table("season_splits", "Across seasons: trained on some winters, tested on others",
+                 ["Split", "Kind", "Trained on", "Tested on", *METRIC_PAIR_COLUMNS], rows,
+                 "season-<id>: test on that winter, train and validate on the others; forward-<id>: train and "
+                 "validate on the winters before it, test on it and the later ones.")
