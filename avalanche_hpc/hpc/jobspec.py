@@ -50,7 +50,7 @@ class PreprocessSpec(_Model):
 
 class MergeSpec(_Model):
     force: bool = False
-    layout: Literal["consolidated", "virtual"] = "consolidated"
+    layout: Literal["consolidated", "virtual", "seasonal", "auto"] = "auto"  # auto: seasonal for several seasons
 
 
 class TrainSpec(_Model):

@@ -7,7 +7,13 @@ Two layouts are possible:
 - ``consolidated`` (the default): one self-contained file; patches are copied shard by shard
   (streamed, never all in memory), chunked one patch per chunk, uncompressed;
 - ``virtual``: ``/patches`` is an HDF5 virtual dataset mapping the shards' ``/patches``
-  (relative paths, so the study directory can move); only the metadata is copied.
+  (relative paths, so the study directory can move); only the metadata is copied;
+- ``seasonal`` (campaigns of several winters): one consolidated store per season,
+  ``work/seasons/{season}.h5``, each rewritten only when one of its shards changed, behind one
+  ``patches.h5`` whose ``/patches`` is a virtual dataset over the season stores. Adding a date
+  rewrites one season; adding a season writes one store; nothing else is copied again, and a
+  random read goes through one VDS mapping of a few sources (one per season, not one per shard).
+  ``auto`` (the job default) is ``seasonal`` for a study of several seasons, else ``consolidated``.
 
 The default was chosen by ``benchmarks/bench_preprocess.py`` (see ``docs/benchmarks.md``):
 a consolidated copy costs one sequential copy at merge time but serves the random single-patch
@@ -50,10 +56,11 @@ from avalanche_hpc.study import LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_UNKNOWN, f
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "merge_store", "store_info", "verify_store"]
+__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "merge_store", "resolve_layout", "season_store_path", "store_info",
+           "verify_store"]
 
-LAYOUTS = ("consolidated", "virtual")
-DEFAULT_LAYOUT = "consolidated"
+LAYOUTS = ("consolidated", "virtual", "seasonal", "auto")
+DEFAULT_LAYOUT = "auto"  # consolidated for one season, seasonal for several
 _BLOCK = 2048  # rows per block when copying or scanning patches
 
 
@@ -83,6 +90,7 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     root = Path(root)
     inputs = StudyInputs.load(root)
     study = inputs.study
+    layout = resolve_layout(layout, len(study.config.seasons))
     store = study.store_path
     n_stale = clean_stale_tmp(study.work_dir / "shards")
     if n_stale:
@@ -97,15 +105,19 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
                 return store
         except OSError:
             pass
-    metas = [read_meta(p) for _, p, _ in shards]
-    sizes = [len(m) for m in metas]
-    meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({c: [] for c in META_COLUMNS})
     p = inputs.patch_size
-    n = int(sum(sizes))
     attrs = {
         "digest": digest, "layout": layout, "n_shards": len(shards), "study": study.config.name,
         "patch_size": p, "created_by": f"avalanche-hpc {__version__}", "units": "dB",
     }
+    if layout == "seasonal":
+        n = _merge_seasonal(study, shards, attrs, p, progress)
+        log.info("patch store (seasonal): %d patches from %d shards -> %s", n, len(shards), store)
+        return store
+    metas = [read_meta(p) for _, p, _ in shards]
+    sizes = [len(m) for m in metas]
+    meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({c: [] for c in META_COLUMNS})
+    n = int(sum(sizes))
     if layout == "consolidated":
         _merge_consolidated(store, shards, sizes, meta, attrs, p, progress)
     else:
@@ -145,6 +157,75 @@ def _merge_virtual(store, shards, sizes, meta, attrs, p) -> None:
         f["patches"].attrs["units"] = "dB"
         _write_meta(f, meta)
         _write_attrs(f, attrs)
+
+
+def resolve_layout(layout: str, n_seasons: int) -> str:
+    """``auto`` -> ``seasonal`` with several seasons, else ``consolidated``; other layouts unchanged."""
+    if layout == "auto":
+        return "seasonal" if n_seasons > 1 else "consolidated"
+    return layout
+
+
+def season_store_path(store: Path, season: str) -> Path:
+    """The consolidated store of one season behind a seasonal ``patches.h5``."""
+    return store.parent / "seasons" / f"{season}.h5"
+
+
+def _merge_seasonal(study, shards, attrs, p, progress) -> int:
+    """Season stores (rewritten only when their shards changed) + the VDS over them; returns N."""
+    from rich.progress import Progress
+
+    store = study.store_path
+    by_season: dict[str, list[tuple[str, Path, str]]] = {}
+    for item in shards:
+        by_season.setdefault(item[0].split("/")[0], []).append(item)
+    metas, sources = [], []
+    with Progress(disable=not progress) as bar:
+        tid = bar.add_task("merge (seasons)", total=len(by_season))
+        for season, items in by_season.items():
+            path = season_store_path(store, season)
+            sdigest = _store_digest("consolidated", items)
+            current = False
+            if path.is_file():
+                try:
+                    current = read_attrs(path).get("digest") == sdigest
+                except OSError:
+                    current = False
+            if current:
+                meta = read_meta(path)
+                log.info("season store %s up to date (%d patches)", path, len(meta))
+            else:
+                parts = [read_meta(sp) for _, sp, _ in items]
+                meta = pd.concat(parts, ignore_index=True)
+                sattrs = {**attrs, "digest": sdigest, "layout": "consolidated", "n_shards": len(items), "season": season}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _merge_consolidated(path, items, [len(m) for m in parts], meta, sattrs, p, False)
+                log.info("season store %s written (%d patches from %d shards)", path, len(meta), len(items))
+            metas.append(meta)
+            sources.append((season, path, len(meta)))
+            bar.advance(tid)
+    meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({c: [] for c in META_COLUMNS})
+    shape = (len(meta), len(CHANNELS), p, p)
+    vlayout = h5py.VirtualLayout(shape=shape, dtype=np.float32)
+    start = 0
+    for _, path, n in sources:
+        if n:
+            rel = os.path.relpath(path, store.parent)
+            vlayout[start:start + n] = h5py.VirtualSource(rel, "patches", shape=(n, len(CHANNELS), p, p))
+        start += n
+    with atomic_path(store) as tmp, open_h5(tmp, "w") as f:
+        f.create_virtual_dataset("patches", vlayout, fillvalue=np.nan)
+        f["patches"].attrs["channels"] = list(CHANNELS)
+        f["patches"].attrs["units"] = "dB"
+        _write_meta(f, meta)
+        _write_attrs(f, {**attrs, "seasons": [s for s, _, _ in sources]})
+    # season stores of seasons the study no longer lists
+    keep = {path.name for _, path, _ in sources}
+    for old in (store.parent / "seasons").glob("*.h5") if (store.parent / "seasons").is_dir() else []:
+        if old.name not in keep:
+            old.unlink()
+            log.info("removed %s (season no longer in the study)", old)
+    return len(meta)
 
 
 # -- verify -----------------------------------------------------------------------------------------
@@ -211,6 +292,15 @@ def verify_store(root: Path) -> list[Problem]:
         attrs = read_attrs(store)
         if attrs.get("digest") != _store_digest(attrs.get("layout"), shards):
             bad("attrs/digest", "the store was merged from other shards than the current ones (out of date)")
+        if attrs.get("layout") == "seasonal":
+            by_season: dict[str, list] = {}
+            for item in shards:
+                by_season.setdefault(item[0].split("/")[0], []).append(item)
+            for season, items in by_season.items():
+                path = season_store_path(store, season)
+                got = read_attrs(path).get("digest") if path.is_file() else None
+                if got != _store_digest("consolidated", items):
+                    bad(f"season store {path.name}", "missing or merged from other shards than the current ones")
     except StageError as e:
         problems.append(Problem(str(store), "shards", str(e), f"run 'avalanche-hpc preprocess {root}' then {fix_merge}"))
     return problems
