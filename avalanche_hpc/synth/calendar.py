@@ -87,7 +87,7 @@ def passes(anchor: dt.date, start: dt.date, end: dt.date) -> list[Pass]:
     if end < start:
         return []
     k = -((anchor - start).days // HALF_REPEAT_DAYS)  # first k with anchor + 6k >= start
-    out = []
+    out: list[Pass] = []
     while True:
         d = anchor + dt.timedelta(days=HALF_REPEAT_DAYS * k)
         if d > end:
