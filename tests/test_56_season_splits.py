@@ -4,13 +4,11 @@
   the training seasons dealt to train/val as groups;
 - a forward split trains on the earlier winters only and tests on that one and the later ones;
 - every season's part of the pool is balanced;
-- both train (CNN + baseline) and appear in the report, next to the per-season table of the
-  random split.
+- training both and the report: ``tests/test_76_campaign.py`` (through the job executors).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ from avalanche_hpc.learn.splits import build_split, labelled_meta, make_split, r
 from avalanche_hpc.study import Study
 
 SEASONS = ["2015-2016", "2016-2017", "2017-2018"]
-FAST = {"max_epochs": 3, "patience": 50, "batch_size": 16, "n_views": 1}
 
 
 def test_season_holdout_and_forward_split_sets(tiny3_store: Path) -> None:
@@ -51,29 +48,3 @@ def test_split_file_is_keyed_by_season(tiny3_store: Path, tmp_path: Path) -> Non
     table = read_split(path)
     assert set(table.loc[table["set"] == "test", "season"]) == {"2017-2018"}
     assert make_split(tiny3_store, "splits-test", "season-2017-2018") == path  # idempotent
-
-
-@pytest.mark.slow
-def test_season_holdout_and_forward_train_and_appear_in_the_report(tiny3_store: Path) -> None:
-    from avalanche_hpc.learn.baseline import baseline_run
-    from avalanche_hpc.learn.train import train_run
-    from avalanche_hpc.report import build_report
-
-    exp = "seasons"
-    for split in ("random", "season-2017-2018", "forward-2016-2017"):
-        run = train_run(tiny3_store, exp, split, seed=0, weights="none", **FAST)
-        assert (run / "metrics.json").is_file()
-        baseline_run(tiny3_store, exp, split)
-    index = build_report(tiny3_store, exp)
-    summary = json.loads((index.parent / "summary.json").read_text())
-    tables = summary["tables"]
-    rows = tables["season_splits"]["rows"]
-    assert [r[0] for r in rows] == ["season-2017-2018", "forward-2016-2017"]
-    assert rows[0][2:4] == ["2015-2016, 2016-2017", "2017-2018"]
-    assert rows[1][2:4] == ["2015-2016", "2016-2017, 2017-2018"]
-    n_test = rows[0][4]["mean"]
-    split = read_split(Study.load(tiny3_store).runs_dir(exp) / "season-2017-2018" / "split.csv")
-    assert n_test == int((split["set"] == "test").sum())
-    assert [r[0] for r in tables["per_season"]["rows"]] == SEASONS
-    html = index.read_text()
-    assert "Across seasons" in html and "forward-2016-2017" in html and "Per season" in html

@@ -17,6 +17,8 @@
     seeds = [0, 1, 2]
     splits = ["random"]
     holdouts = ["Haute-Maurienne"]         # adds split "holdout-haute-maurienne"
+    season_holdouts = true                 # adds "season-<id>" for every season of the study (or a list of ids)
+    forward = true                         # adds "forward-<id>" for every season but the first (or a list)
     max_epochs = 250
 
 Everything is validated before any work starts; an unknown key is answered with the valid ones.
@@ -57,6 +59,10 @@ class TrainSpec(_Model):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     splits: list[str] = Field(default_factory=lambda: ["random"])
     holdouts: list[str] = Field(default_factory=list, description="massif names held out (one split each)")
+    season_holdouts: bool | list[str] = Field(
+        False, description="season-<id> splits: true = one per season of the study, or a list of season ids")
+    forward: bool | list[str] = Field(
+        False, description="forward-<id> splits: true = one per season but the first, or a list of season ids")
     split_seed: int = 0
     weights: str = "auto"
     max_epochs: int = Field(250, ge=1)
@@ -114,10 +120,23 @@ class JobSpec(_Model):
         return self.study.path
 
     def split_names(self) -> list[str]:
-        from avalanche_hpc.learn.splits import holdout_split_name
+        """Every split of the job; season splits (``true``) follow the study's seasons when it exists."""
+        from avalanche_hpc.learn.splits import forward_split_name, holdout_split_name, season_split_name
 
         names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
+        seasons = self._study_seasons() if self.train.season_holdouts is True or self.train.forward is True else []
+        hold = seasons if self.train.season_holdouts is True else (self.train.season_holdouts or [])
+        fwd = seasons[1:] if self.train.forward is True else (self.train.forward or [])
+        names += [season_split_name(s) for s in hold] + [forward_split_name(s) for s in fwd]
         return list(dict.fromkeys(names))
+
+    def _study_seasons(self) -> list[str]:
+        """Season ids of the study in time order ([] before the study exists)."""
+        if not (self.root / "study.toml").is_file():
+            return []
+        from avalanche_hpc.study import Study
+
+        return [s.id for s in sorted(Study.load(self.root).config.seasons, key=lambda s: s.start)]
 
 
 def _explain(err: ValidationError, file: Path) -> str:
