@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench_synth", "bench_checks", "bench_preprocess", "bench_train", "bench_slurm")
+BENCHMARKS = ("bench_synth", "bench_checks", "bench_preprocess", "bench_campaign", "bench_train", "bench_slurm")
 
 
 def main() -> int:
