@@ -118,12 +118,10 @@ def _split_season(key: str) -> str | None:
     return None
 
 
-def store_seasons(job: JobSpec) -> set[str]:
-    """Seasons the job's patch store holds (its ``seasons`` attribute, else its ``/meta/season`` column)."""
+def store_seasons(store: Path) -> set[str]:
+    """Seasons a patch store holds (its ``seasons`` attribute, else its ``/meta/season`` column)."""
     from avalanche_hpc.store.layout import open_h5
-    from avalanche_hpc.study import Study
 
-    store = Study(job.root, None).store_path  # type: ignore[arg-type]  # paths only
     if not store.is_file():
         return set()
     try:
@@ -142,8 +140,9 @@ def season_status(job: JobSpec, rows: list[TaskStatus]) -> list[SeasonStatus]:
 
     if not (job.root / "study.toml").is_file():
         return []
-    seasons = [s.id for s in sorted(Study.load(job.root).config.seasons, key=lambda s: s.start)]
-    held = store_seasons(job)
+    study = Study.load(job.root)
+    seasons = [s.id for s in sorted(study.config.seasons, key=lambda s: s.start)]
+    held = store_seasons(study.store_path)
     out = []
     for season in seasons:
         states: dict[str, int] = {}
