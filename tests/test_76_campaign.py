@@ -89,6 +89,19 @@ def test_campaign_local_executor(tiny3_study: Path, tmp_path: Path) -> None:
     assert sorted(ran["preprocess"]) == sorted(_keys(root, FOURTH)) and ran["merge"] == ["merge"]
     assert read_attrs(Study.load(root).store_path)["seasons"] == [*THREE, FOURTH]
     assert verify_store(root) == []
+    # status: one line per season after the task table
+    spec = tmp_path / "camp4.toml"
+    spec.write_text(tomli_w.dumps({"name": "camp", "experiment": "camp4", "stages": ["preprocess", "merge"],
+                                   "study": {"path": str(root)}}))
+    from typer.testing import CliRunner
+
+    from avalanche_hpc.cli.main import app
+
+    out = CliRunner().invoke(app, ["status", str(spec)]).output
+    lines = out[out.index("per season"):].splitlines()
+    for season in [*THREE, FOURTH]:
+        n = len(_keys(root, season))
+        assert any(season in ln and f"{n}/{n}" in ln and "yes" in ln for ln in lines), out
 
 
 def _sacct_times(ids: list[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:
