@@ -18,7 +18,8 @@ import tomli_w
 
 from avalanche_hpc.preprocess.tasks import preprocess_all
 from avalanche_hpc.store.layout import read_attrs, read_meta, read_patches
-from avalanche_hpc.store.merge import merge_store, season_store_path, verify_store
+from avalanche_hpc.store.merge import merge_store, season_store_path
+from avalanche_hpc.store.verify import verify_store
 
 
 def _keep_seasons(root: Path, n: int) -> None:

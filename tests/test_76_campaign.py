@@ -30,7 +30,7 @@ from avalanche_hpc.hpc.pipeline import run_job
 from avalanche_hpc.hpc.profiles import parse_profile
 from avalanche_hpc.hpc.status import DONE, job_status, season_status
 from avalanche_hpc.store.layout import read_attrs
-from avalanche_hpc.store.merge import verify_store
+from avalanche_hpc.store.verify import verify_store
 from avalanche_hpc.study import Study
 
 REPO = Path(__file__).resolve().parents[1]

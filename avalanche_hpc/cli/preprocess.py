@@ -11,6 +11,7 @@ from rich.table import Table
 
 from avalanche_hpc.cli.options import ForceOpt, StudyArg
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.study import parse_yyyymmdd
 
 store_app = typer.Typer(help="The HDF5 patch store: merge the shards, verify, count.", no_args_is_help=True)
 
@@ -19,7 +20,7 @@ def _parse_date(text: str | None) -> dt.date | None:
     if text is None:
         return None
     try:
-        return dt.datetime.strptime(text, "%Y%m%d").date()
+        return parse_yyyymmdd(text)
     except ValueError:
         raise ConfigError(f"--date {text!r} is not a date -> write it as YYYYMMDD, e.g. 20180107") from None
 
@@ -65,7 +66,7 @@ def merge(
 @store_app.command("verify")
 def verify(study: StudyArg) -> None:
     """Check schema, shapes, NaN policy and labels against fresh label maps; exit 1 on any problem."""
-    from avalanche_hpc.store.merge import verify_store
+    from avalanche_hpc.store.verify import verify_store
 
     problems = verify_store(study)
     for p in problems:
@@ -79,7 +80,7 @@ def verify(study: StudyArg) -> None:
 @store_app.command("info")
 def info(study: StudyArg) -> None:
     """Print patch counts per massif, orbit, season and label."""
-    from avalanche_hpc.store.merge import store_info
+    from avalanche_hpc.store.verify import store_info
 
     df = store_info(study)
     table = Table(title=f"patches in {study / 'work' / 'patches.h5'}")

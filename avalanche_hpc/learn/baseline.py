@@ -93,6 +93,8 @@ def tune_baseline(patches: np.ndarray, labels: np.ndarray, crop: int = 50,
             key = (acc, f1)
             if best is None or key > best[0]:
                 best = (key, ch, thr, t, curve)
+    if best is None:
+        raise ConfigError("the baseline needs at least one change channel and one pixel threshold to tune")
     (acc, f1), ch, thr, t, curve = best
     return {
         "channel": ch, "pixel_threshold_db": thr, "count_threshold": t, "crop": crop,

@@ -190,12 +190,12 @@ def compare_experiments(root: Path, exp_a: str, exp_b: str) -> Path:
         tables.append(Table(f"compare_{scope}", f"Table I, {label}: {exp_a} (A) vs {exp_b} (B)", cols, rows,
                             f"Main splits: A '{a.main_split.name}', B '{b.main_split.name}'; test sets; "
                             f"CNN mean ± sample std over seeds."))
-    common = [s.name for s in a.holdouts if b.split(s.name) is not None]
+    common = [(s, other) for s in a.holdouts if (other := b.split(s.name)) is not None]
     if common:
         rows = []
-        for name in common:
-            x, y = split_stats(a.split(name)), split_stats(b.split(name))
-            rows.append([a.split(name).held_out(a.study.config.massifs), x["cnn"]["accuracy"], y["cnn"]["accuracy"],
+        for sa_, sb_ in common:
+            x, y = split_stats(sa_), split_stats(sb_)
+            rows.append([sa_.held_out(a.study.config.massifs), x["cnn"]["accuracy"], y["cnn"]["accuracy"],
                          _delta(x["cnn"]["accuracy"], y["cnn"]["accuracy"]), x["baseline"]["accuracy"],
                          y["baseline"]["accuracy"], x["cnn"]["f1"], y["cnn"]["f1"], _delta(x["cnn"]["f1"], y["cnn"]["f1"])])
         tables.append(Table("compare_holdouts", "Hold-out massifs in both experiments",

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from avalanche_hpc.errors import MissingInputError
+from avalanche_hpc.errors import ArgumentError, MissingInputError
 from avalanche_hpc.store.layout import open_h5, read_meta
 
 __all__ = ["BalancedSampler", "PatchDataset", "open_store_readonly"]
@@ -104,7 +104,7 @@ class PatchDataset(Dataset):
         self._pid: int | None = None
         self.patch_size = self._read_patch_size()
         if crop is not None and not (1 <= crop <= self.patch_size):
-            raise ValueError(f"crop={crop} must be between 1 and the patch size {self.patch_size}")
+            raise ArgumentError(f"crop={crop} must be between 1 and the patch size {self.patch_size}")
 
     def _read_patch_size(self) -> int:
         with open_store_readonly(self.store_path) as f:
@@ -178,13 +178,13 @@ class BalancedSampler(Sampler[int]):
         shuffle: bool = True,
     ):
         if mode not in ("undersample", "oversample"):
-            raise ValueError(f"mode={mode!r}: use 'undersample' or 'oversample'")
+            raise ArgumentError(f"mode={mode!r}: use 'undersample' or 'oversample'")
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} must be in [0, {num_replicas})")
+            raise ArgumentError(f"rank {rank} must be in [0, {num_replicas})")
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = np.unique(self.labels)
         if len(self.classes) == 0:
-            raise ValueError("BalancedSampler needs at least one labelled item")
+            raise ArgumentError("BalancedSampler needs at least one labelled item")
         self.mode, self.seed, self.shuffle = mode, seed, shuffle
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0

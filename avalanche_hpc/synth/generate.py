@@ -32,6 +32,7 @@ import rasterio
 
 from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
 from avalanche_hpc.synth import debris, radar
 from avalanche_hpc.synth.corridors import Corridor, Footprint, deposit_footprint, make_corridors
@@ -411,22 +412,16 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
             if on_date is not None:
                 on_date(oid, d)
 
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn()) as bar:
-            task = bar.add_task(f"{p.name} scenes", total=len(jobs))
-            run(lambda: bar.advance(task))
-    else:
-        run(lambda: None)
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task("synth", total=len(jobs), detail=f"{p.name} scenes")
+        run(lambda: bar.advance(task))
     for i in range(len(p.orbits)):
         if orbit_columns[0][i] is None:  # every date of the orbit was already written (resuming)
             geometry(i)
     cache.clear()
     tables = []
     for w, cols in zip(worlds, orbit_columns, strict=True):
-        t = _truth_table(w, [c for c in cols if c is not None])
+        t = _truth_table(w, [c or {} for c in cols])  # every entry is set by now
         if multi:
             t.insert(0, "season", w.preset.season_id)
         tables.append(t)
