@@ -78,6 +78,8 @@ def test_campaign_local_executor(tiny3_study: Path, tmp_path: Path) -> None:
     assert all(r[4]["mean"] > 0 for r in rows)  # test samples
     # main split (the first: forward-2016-2017) per season: its two test winters
     assert [r[0] for r in summary["tables"]["per_season"]["rows"]] == ["2016-2017", "2017-2018"]
+    activity = {r[0]: r for r in summary["tables"]["ds_season"]["rows"]}  # labelled activity per winter
+    assert list(activity) == THREE and all(r[1] > 0 for r in activity.values())  # positives each winter
     html = (Study.load(root).reports_dir("camp3") / "index.html").read_text()
     assert "Across seasons" in html and "forward-2016-2017" in html
 

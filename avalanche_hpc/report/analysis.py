@@ -224,6 +224,12 @@ def summarise_dataset(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
         tables.append(_frame_table(per_massif, "ds_massif", "Samples per massif and label (patch store)",
                                    f"{store.name}: every (season, orbit, date, corridor) patch; learning uses "
                                    f"positive and negative rows only."))
+        if meta["season"].nunique() > 1:  # a campaign: labelled activity winter by winter
+            per_season = _label_counts(meta, ["season"])
+            tables.append(_frame_table(per_season, "ds_season", "Samples per season and label (patch store)",
+                                       "Positives are inventoried avalanches between two acquisitions: the "
+                                       "inventory's activity per winter, as the patch store labels it."))
+            data["per_season"] = per_season.to_dict(orient="records")
         per_date = _label_counts(meta, ["season", "orbit", "date"])
         tables.append(_frame_table(per_date, "ds_date", "Samples per acquisition date and label (patch store)"))
         data["per_massif"] = per_massif.to_dict(orient="records")
