@@ -136,6 +136,13 @@ def test_adding_a_season_keeps_the_existing_files(tiny3_copy: Path) -> None:
 
 
 # -- checks ------------------------------------------------------------------------------------
+def test_check_passes_and_counts_seasons(tiny3_study: Path) -> None:
+    from avalanche_hpc.inputs.checks import check_study_report
+
+    report = check_study_report(tiny3_study)
+    assert report.problems == [] and report.checked["seasons"] == 3
+
+
 def _edit(root: Path, change) -> None:
     path = root / "study.toml"
     data = tomllib.loads(path.read_text())
