@@ -18,7 +18,8 @@
     splits = ["random"]
     holdouts = ["Haute-Maurienne"]         # adds split "holdout-haute-maurienne"
     season_holdouts = true                 # adds "season-<id>" for every season of the study (or a list of ids)
-    forward = true                         # adds "forward-<id>" for every season but the first (or a list)
+    forward = true                         # adds "forward-<id>" for every season but the first (or a list;
+                                           # forward-<last> is left out when it equals season-<last>)
     max_epochs = 250
 
 Everything is validated before any work starts; an unknown key is answered with the valid ones.
@@ -123,6 +124,8 @@ class JobSpec(StrictModel):
         seasons = self._study_seasons() if self.train.season_holdouts is True or self.train.forward is True else []
         hold = seasons if self.train.season_holdouts is True else (self.train.season_holdouts or [])
         fwd = seasons[1:] if self.train.forward is True else (self.train.forward or [])
+        if seasons and seasons[-1] in hold:  # forward-<last> is season-<last> (same train and test winters)
+            fwd = [s for s in fwd if s != seasons[-1]]
         names += [season_split_name(s) for s in hold] + [forward_split_name(s) for s in fwd]
         return list(dict.fromkeys(names))
 
