@@ -59,10 +59,10 @@ def test_reads_the_running_clusters_limit(slurm_cluster) -> None:
 def test_job_season_splits_follow_the_study(tiny3_study, tmp_path) -> None:
     from avalanche_hpc.hpc.jobspec import parse_job
 
-    job = parse_job({"name": "c", "study": {"path": str(tiny3_study)},
+    job = parse_job({"name": "c", "stages": ["train"], "study": {"path": str(tiny3_study)},
                      "train": {"splits": ["random"], "season_holdouts": True, "forward": True}}, tmp_path)
     assert job.split_names() == ["random", "season-2015-2016", "season-2016-2017", "season-2017-2018",
                                  "forward-2016-2017"]  # forward-2017-2018 would repeat season-2017-2018
-    job = parse_job({"name": "c", "study": {"path": str(tiny3_study)},
+    job = parse_job({"name": "c", "stages": ["train"], "study": {"path": str(tiny3_study)},
                      "train": {"splits": [], "season_holdouts": ["2016-2017"], "forward": True}}, tmp_path)
     assert job.split_names() == ["season-2016-2017", "forward-2016-2017", "forward-2017-2018"]
