@@ -10,11 +10,13 @@ A *study* is a directory (see ``docs/data-contract.md``)::
       scenes/{orbit}/{YYYYMMDD}/VV.tif, VH.tif [, layover_shadow.tif]
       truth.csv         (synthetic studies only) every simulated deposit
       work/             shards, patch store, deposition zones, summer references
-      runs/{experiment}/...
+      runs/{experiment}/...      RunPaths below (docs/architecture.md, "Runs layout")
       reports/{experiment}/...
 
 ``Study`` is the one object that knows where every file lives (as submitit's
-``JobPaths`` does for job files): stages ask it for paths and never build them.
+``JobPaths`` does for job files): stages ask it for paths and never build them. The runs of an
+experiment are handed out by ``Study.runs(experiment)`` (a ``RunPaths``), the files of one run
+directory by ``RunFiles``.
 """
 
 from __future__ import annotations
@@ -193,6 +195,89 @@ def study_config_problems(err: ValidationError, file: Path) -> list[Problem]:
     return config_problems(err, file, StudyConfig, doc="docs/data-contract.md")
 
 
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run directory: a CNN seed (``cnn/seed{N}``) or a split's ``baseline``."""
+
+    dir: Path
+
+    @property
+    def config(self) -> Path:  # CNN: every setting of the run
+        return self.dir / "config.json"
+
+    @property
+    def params(self) -> Path:  # baseline: tuned thresholds
+        return self.dir / "params.json"
+
+    @property
+    def history(self) -> Path:
+        return self.dir / "history.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.dir / "best.pt"
+
+    @property
+    def predictions(self) -> Path:
+        return self.dir / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:  # written last: its presence marks a finished run
+        return self.dir / "metrics.json"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path under ``runs/{experiment}/`` (as submitit's ``JobPaths``; layout: docs/architecture.md)."""
+
+    root: Path
+
+    SEED_PREFIX = "seed"
+
+    @property
+    def experiment_json(self) -> Path:
+        return self.root / "experiment.json"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    def split_dir(self, split: str) -> Path:
+        return self.root / split
+
+    def split_csv(self, split: str) -> Path:
+        return self.split_dir(split) / "split.csv"
+
+    def cnn_dir(self, split: str) -> Path:
+        return self.split_dir(split) / "cnn"
+
+    def cnn(self, split: str, seed: int) -> RunFiles:
+        return RunFiles(self.cnn_dir(split) / f"{self.SEED_PREFIX}{seed}")
+
+    def baseline(self, split: str) -> RunFiles:
+        return RunFiles(self.split_dir(split) / "baseline")
+
+    def split_names(self) -> list[str]:
+        """Folders directly under the experiment (sorted): the splits, and ``features`` and the like."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
+    def cnn_seeds(self, split: str) -> list[int]:
+        """Seeds with a ``cnn/seed{N}`` folder in this split (sorted)."""
+        d = self.cnn_dir(split)
+        if not d.is_dir():
+            return []
+        tails = [p.name[len(self.SEED_PREFIX):] for p in d.iterdir() if p.is_dir() and p.name.startswith(self.SEED_PREFIX)]
+        return sorted(int(t) for t in tails if t.isdigit())
+
+    def all_metrics(self) -> list[Path]:
+        """Every run's ``metrics.json`` of the experiment."""
+        return sorted(self.root.glob("*/cnn/*/metrics.json")) + sorted(self.root.glob("*/baseline/metrics.json"))
+
+
 class Study:
     """A study directory: its configuration and every path of the contract and of the outputs."""
 
@@ -276,17 +361,29 @@ class Study:
         return self.work_dir / "summer" / season / f"{orbit}.h5"
 
     def shard_path(self, season: str, orbit: str, date: dt.date) -> Path:
-        return self.work_dir / "shards" / season / orbit / f"{fmt_yyyymmdd(date)}.h5"
+        return self.shards_dir / season / orbit / f"{fmt_yyyymmdd(date)}.h5"
 
     @property
     def store_path(self) -> Path:
         return self.work_dir / "patches.h5"
 
+    @property
+    def shards_dir(self) -> Path:
+        return self.work_dir / "shards"
+
+    def runs(self, experiment: str) -> RunPaths:
+        """The runs layout of one experiment: ``runs/{experiment}/...``."""
+        return RunPaths(self.root / "runs" / experiment)
+
     def runs_dir(self, experiment: str) -> Path:
-        return self.root / "runs" / experiment
+        return self.runs(experiment).root
 
     def reports_dir(self, experiment: str) -> Path:
         return self.root / "reports" / experiment
+
+    def report_index(self, experiment: str) -> Path:
+        """``reports/{experiment}/index.html`` (written last: its presence means a complete report)."""
+        return self.reports_dir(experiment) / "index.html"
 
     # -- acquisitions -----------------------------------------------------------------------
     def scene_dates(self, orbit: str) -> list[dt.date]:

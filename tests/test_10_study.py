@@ -91,6 +91,30 @@ def test_paths(tmp_path: Path):
     assert s.runs_dir("e1") == tmp_path / "s" / "runs" / "e1"
 
 
+def test_runs_layout(tmp_path: Path):
+    """Every runs/ path comes from Study.runs(experiment) (docs/architecture.md, "Runs layout")."""
+    s = Study.load(_write_study(tmp_path / "s"))
+    runs = s.runs("e1")
+    exp = tmp_path / "s" / "runs" / "e1"
+    assert runs.root == exp and runs.experiment_json == exp / "experiment.json"
+    assert runs.features_dir == exp / "features" and runs.split_csv("random") == exp / "random" / "split.csv"
+    cnn = runs.cnn("holdout-vanoise", 3)
+    assert cnn.dir == exp / "holdout-vanoise" / "cnn" / "seed3"
+    assert (cnn.config.name, cnn.history.name, cnn.checkpoint.name, cnn.best.name) == (
+        "config.json", "history.csv", "checkpoint.pt", "best.pt")
+    base = runs.baseline("random")
+    assert base.dir == exp / "random" / "baseline"
+    assert (base.params.name, base.predictions.name, base.metrics.name) == ("params.json", "predictions.csv",
+                                                                           "metrics.json")
+    assert runs.split_names() == [] and runs.cnn_seeds("random") == []
+    for seed in (10, 2):
+        runs.cnn("random", seed).dir.mkdir(parents=True)
+    (runs.cnn_dir("random") / "seedling").mkdir()
+    runs.features_dir.mkdir()
+    assert runs.split_names() == ["features", "random"] and runs.cnn_seeds("random") == [2, 10]
+    assert s.report_index("e1") == tmp_path / "s" / "reports" / "e1" / "index.html"
+
+
 def test_winter_dates_discovered_vs_listed(tmp_path: Path):
     root = _write_study(tmp_path / "s")
     # D139 has no listed dates: discovered from folders inside the season window, summer dates excluded

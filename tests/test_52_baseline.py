@@ -9,7 +9,13 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
-from avalanche_hpc.learn.baseline import apply_baseline, baseline_run, tune_baseline, tune_count_threshold
+from avalanche_hpc.learn.baseline import (
+    apply_baseline,
+    baseline_is_complete,
+    baseline_run,
+    tune_baseline,
+    tune_count_threshold,
+)
 from avalanche_hpc.learn.splits import read_split
 
 
@@ -70,5 +76,9 @@ def test_baseline_run_and_cli(learning_study):
     mtime = (out / "metrics.json").stat().st_mtime_ns
     assert baseline_run(learning_study, "b") == out
     assert (out / "metrics.json").stat().st_mtime_ns == mtime
+    # the executors' completeness is the same digest check: other settings are not complete
+    assert baseline_is_complete(learning_study, "b", "random")
+    assert not baseline_is_complete(learning_study, "b", "random", crop=40)
+    assert not baseline_is_complete(learning_study, "b", "random", split_seed=1)
     res = CliRunner().invoke(app, ["baseline", str(learning_study), "--experiment", "b", "--holdout", "Nowhere"])
     assert res.exit_code != 0

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from avalanche_hpc.cli.options import ForceOpt, StudyArg
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.study import parse_yyyymmdd
+from avalanche_hpc.study import Study, parse_yyyymmdd
 
 store_app = typer.Typer(help="The HDF5 patch store: merge the shards, verify, count.", no_args_is_help=True)
 
@@ -43,7 +43,7 @@ def preprocess(
         typer.echo(shard if shard is not None else f"{season}/{orbit}/{date}: first date of the season, no shard")
         return
     paths = preprocess_all(study, force=force, progress=True, season=season, orbit=orbit)
-    typer.echo(f"{len(paths)} shards under {study / 'work' / 'shards'}")
+    typer.echo(f"{len(paths)} shards under {Study.load(study).shards_dir}")
 
 
 @store_app.command("merge")
@@ -83,7 +83,7 @@ def info(study: StudyArg) -> None:
     from avalanche_hpc.store.verify import store_info
 
     df = store_info(study)
-    table = Table(title=f"patches in {study / 'work' / 'patches.h5'}")
+    table = Table(title=f"patches in {Study.load(study).store_path}")
     for col in df.columns:
         table.add_column(col, justify="right" if col in ("positive", "negative", "unknown", "total") else "left")
     for row in df.itertuples(index=False):

@@ -34,7 +34,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from avalanche_hpc.config import StrictModel, config_error, read_toml
 from avalanche_hpc.errors import ConfigError
-from avalanche_hpc.hpc.profiles import STAGES, StageName
+from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
+from avalanche_hpc.learn.splits import forward_split_name, holdout_split_name, season_split_name
 
 
 class StudySpec(StrictModel):
@@ -89,7 +90,7 @@ class BaselineSpec(StrictModel):
 class JobSpec(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
-    stages: list[StageName] = Field(default_factory=lambda: list(STAGES), min_length=1)
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
     executor: Literal["local", "slurm"] = "local"
     profile: Path | None = None
     study: StudySpec
@@ -104,7 +105,7 @@ class JobSpec(StrictModel):
     def _ordered_unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ConfigError(f"a stage is listed twice: {v}")
-        return sorted(v, key=STAGES.index)
+        return sorted(v, key=STAGE_NAMES.index)
 
     @model_validator(mode="after")
     def _synth_needs_preset(self) -> JobSpec:
@@ -118,8 +119,6 @@ class JobSpec(StrictModel):
 
     def split_names(self) -> list[str]:
         """Every split of the job; season splits (``true``) follow the study's seasons when it exists."""
-        from avalanche_hpc.learn.splits import forward_split_name, holdout_split_name, season_split_name
-
         names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
         seasons = self._study_seasons() if self.train.season_holdouts is True or self.train.forward is True else []
         hold = seasons if self.train.season_holdouts is True else (self.train.season_holdouts or [])

@@ -29,9 +29,9 @@ from pydantic import Field, ValidationError, model_validator
 
 from avalanche_hpc.config import StrictModel, config_error, read_toml
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.hpc.stages import STAGE_NAMES, ResourcesKey
 
-STAGES = ("synth", "check", "preprocess", "merge", "train", "baseline", "report")
-StageName = Literal["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+STAGES = STAGE_NAMES  # the pipeline's stages, in order (the registry: hpc/stages.py)
 
 
 class Resources(StrictModel):
@@ -74,7 +74,7 @@ class Profile(StrictModel):
     sbatch: dict[str, str | int | bool] = Field(default_factory=dict,
                                                description="extra #SBATCH options, e.g. {mail-type = 'FAIL'}")
     defaults: Resources = Field(default_factory=Resources)
-    stages: dict[StageName, Resources] = Field(default_factory=dict)
+    stages: dict[ResourcesKey, Resources] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _binds_need_image(self) -> Profile:
@@ -83,11 +83,11 @@ class Profile(StrictModel):
         return self
 
     def resources(self, stage: str) -> Resources:
-        """The resources of one stage: built-in defaults < [defaults] < [stages.STAGE]."""
+        """The resources of one stage (its registry ``resources_key``): built-in defaults < [defaults] < [stages.KEY]."""
         merged: dict[str, Any] = DEFAULT_RESOURCES.model_dump()
         merged["partition"], merged["qos"] = self.partition, self.qos
         merged["array_parallelism"] = self.array_parallelism
-        for layer in (self.defaults, self.stages.get(stage)):  # type: ignore[call-overload]
+        for layer in (self.defaults, self.stages.get(stage)):
             if layer is not None:
                 merged.update({k: v for k, v in layer.model_dump().items() if v is not None})
         return Resources(**merged)

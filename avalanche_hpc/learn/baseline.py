@@ -13,7 +13,7 @@ validation patches) are tuned together for accuracy on the validation set (ties:
 then the lower thresholds), as the paper tunes "the number of positive threshold pixels per
 image that gave the best result on the validation set"; the test set is only predicted.
 
-Outputs (``runs/{experiment}/{split}/baseline/``): ``params.json`` (chosen channel, pixel
+Outputs (``Study.runs(experiment).baseline(split)``: ``runs/{experiment}/{split}/baseline/``): ``params.json`` (chosen channel, pixel
 threshold in dB, count threshold in pixels, validation scores, tuning curves),
 ``predictions.csv`` and ``metrics.json`` in the CNN's schemas; ``prob`` is the share of
 above-threshold pixels in the window (0..1), ``pred`` = count >= count threshold.
@@ -31,7 +31,7 @@ from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.learn.metrics import focus_massif_of, metrics_report
 from avalanche_hpc.learn.splits import make_split, validate_split
-from avalanche_hpc.learn.train import load_run_data, predictions_table
+from avalanche_hpc.learn.train import RunData, load_run_data, predictions_table
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,28 @@ def apply_baseline(patches: np.ndarray, params: dict) -> tuple[np.ndarray, np.nd
     return counts / float(params["n_pixels"]), (counts >= params["count_threshold"]).astype(int)
 
 
+def _is_current(params_path: Path, data: RunData, crop: int, split_seed: int) -> bool:
+    """Whether ``params.json`` was tuned on this data (digest) with these settings."""
+    try:
+        old = json.loads(params_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (old.get("data_sha256") == data.digest and old.get("crop") == crop and old.get("split_seed") == split_seed
+            and old.get("pixel_thresholds_db") == list(PIXEL_THRESHOLDS_DB))
+
+
+def baseline_is_complete(root: Path, experiment: str, split: str = "random", *, split_seed: int = 0,
+                         crop: int = 50) -> bool:
+    """Whether the split's baseline has finished with these settings on this data (the check
+    ``baseline_run`` itself makes before skipping)."""
+    study = Study.load(root)
+    runs = study.runs(experiment)
+    files = runs.baseline(split)
+    if not (files.metrics.is_file() and files.params.is_file() and runs.split_csv(split).is_file()):
+        return False
+    return _is_current(files.params, load_run_data(study, runs.split_csv(split)), crop, split_seed)
+
+
 def baseline_run(root: Path, experiment: str, split: str = "random", *, split_seed: int = 0, crop: int = 50,
                  force: bool = False) -> Path:
     """Tune the baseline on the split's validation set, predict, write metrics; returns its directory."""
@@ -119,14 +141,11 @@ def baseline_run(root: Path, experiment: str, split: str = "random", *, split_se
     study = Study.load(root)
     validate_split(split, study.config.massifs)
     split_csv = make_split(root, experiment, split, split_seed)
-    out = study.runs_dir(experiment) / split / "baseline"
+    files = study.runs(experiment).baseline(split)
     data = load_run_data(study, split_csv)
-    if (out / "metrics.json").is_file() and (out / "params.json").is_file() and not force:
-        old = json.loads((out / "params.json").read_text(encoding="utf-8"))
-        if (old.get("data_sha256") == data.digest and old.get("crop") == crop and old.get("split_seed") == split_seed
-                and old.get("pixel_thresholds_db") == list(PIXEL_THRESHOLDS_DB)):
-            log.info("baseline %s is complete: skipped (use --force to redo it)", out)
-            return out
+    if files.metrics.is_file() and not force and _is_current(files.params, data, crop, split_seed):
+        log.info("baseline %s is complete: skipped (use --force to redo it)", files.dir)
+        return files.dir
     sets = data.table["set"].to_numpy()
     labels = data.table["label"].to_numpy(dtype=np.int64)
     val = sets == "val"
@@ -136,9 +155,9 @@ def baseline_run(root: Path, experiment: str, split: str = "random", *, split_se
     table = predictions_table(data.table, prob, pred)
     focus = focus_massif_of(study.config.focus_massif)
     metrics = metrics_report(table, focus, best_epoch=None)
-    write_json(out / "params.json", params)
-    write_text(out / "predictions.csv", table.to_csv(index=False))
-    write_json(out / "metrics.json", metrics)
+    write_json(files.params, params)
+    write_text(files.predictions, table.to_csv(index=False))
+    write_json(files.metrics, metrics)
     log.info("baseline %s: %s > %.2f dB on >= %d px; test accuracy %s, F1 %s", split, params["channel"],
              params["pixel_threshold_db"], params["count_threshold"], metrics["all"]["accuracy"], metrics["all"]["f1"])
-    return out
+    return files.dir

@@ -39,10 +39,16 @@ from avalanche_hpc.report.collect import (
     table_per_season,
     table_season_splits,
 )
-from avalanche_hpc.report.provenance import collect_provenance, provenance_rows
+from avalanche_hpc.report.provenance import (
+    DIGEST_META,
+    collect_provenance,
+    provenance_rows,
+    report_inputs_digest,
+    report_is_current,
+)
 from avalanche_hpc.report.render import Figure, Section, render_html, render_markdown
 
-__all__ = ["build_report", "compare_experiments", "load_experiment", "report_summary"]
+__all__ = ["build_report", "compare_experiments", "load_experiment", "report_is_current", "report_summary"]
 
 log = logging.getLogger(__name__)
 INDEX, MARKDOWN, SUMMARY, FIGURES = "index.html", "report.md", "summary.json", "figures"
@@ -57,7 +63,7 @@ def _stats_json(st: dict[str, dict[str, dict[str, Stat]]]) -> dict[str, Any]:
 
 
 def _write_outputs(folder: Path, title: str, subtitle: str, sections: list[Section], notes: list[str],
-                   summary: dict[str, Any], written: list[Path]) -> Path:
+                   summary: dict[str, Any], written: list[Path], meta: dict[str, str] | None = None) -> Path:
     """Markdown and JSON first, index.html last (its presence means a complete report); stale figures go."""
     figdir = folder / FIGURES
     if figdir.is_dir():
@@ -67,7 +73,7 @@ def _write_outputs(folder: Path, title: str, subtitle: str, sections: list[Secti
     write_text(folder / MARKDOWN, render_markdown(title, subtitle, sections, notes, folder))
     write_json(folder / SUMMARY, summary)
     index = folder / INDEX
-    write_text(index, render_html(title, subtitle, sections, notes))
+    write_text(index, render_html(title, subtitle, sections, notes, meta))
     log.info("report written: %s", index)
     return index
 
@@ -108,6 +114,7 @@ def build_report(root: Path, experiment: str) -> Path:
     exp = load_experiment(Path(root), experiment)
     folder = exp.study.reports_dir(experiment)
     figdir = folder / FIGURES
+    inputs_digest = report_inputs_digest(exp.study, experiment)
 
     results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp),
                            table_per_season(exp), table_season_splits(exp)) if t]
@@ -159,9 +166,10 @@ def build_report(root: Path, experiment: str) -> Path:
         "main_split": main.name, "generated_utc": _now(), "table1": _stats_json(table_one_stats(exp)),
         "tables": {t.id: t.to_json() for t in all_tables}, "analysis": miss_data, "dataset": ds_data,
         "figures": [p.relative_to(folder).as_posix() for p in made.values() if p], "notes": exp.notes,
-        "provenance": prov,
+        "provenance": prov, "inputs_digest": inputs_digest,
     }
-    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary, [p for p in made.values() if p])
+    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary, [p for p in made.values() if p],
+                          {DIGEST_META: inputs_digest})
 
 
 def _delta(a: Stat, b: Stat) -> str:

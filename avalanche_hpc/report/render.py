@@ -87,9 +87,12 @@ def html_table(t: Table) -> str:
     return out
 
 
-def render_html(title: str, subtitle: str, sections: list[Section], notes: list[str]) -> str:
+def render_html(title: str, subtitle: str, sections: list[Section], notes: list[str],
+                meta: dict[str, str] | None = None) -> str:
+    """The self-contained page; ``meta``: extra ``<meta name content>`` tags (e.g. the inputs digest)."""
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n"
+    tags = "".join(f'<meta name="{html.escape(k)}" content="{html.escape(v)}">\n' for k, v in (meta or {}).items())
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n{tags}<title>{html.escape(title)}</title>\n"
              f"<style>{CSS}</style></head>\n<body><main>\n<h1>{html.escape(title)}</h1>\n"
              f'<p class="sub">{html.escape(subtitle)}</p>\n<nav>{nav}</nav>\n']
     if notes:

@@ -55,7 +55,7 @@ from avalanche_hpc.store.layout import (
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "current_shards", "merge_store", "resolve_layout", "season_store_path",
-           "shards_by_season", "store_digest"]
+           "shards_by_season", "store_digest", "store_is_current"]
 
 LAYOUTS = ("consolidated", "virtual", "seasonal", "auto")
 DEFAULT_LAYOUT = "auto"  # consolidated for one season, seasonal for several
@@ -81,6 +81,25 @@ def current_shards(inputs: StudyInputs) -> list[tuple[str, Path, str]]:
     return out
 
 
+def _has_digest(store: Path, digest: str) -> bool:
+    try:
+        return store.is_file() and read_attrs(store).get("digest") == digest
+    except OSError:
+        return False
+
+
+def store_is_current(root: Path, layout: str = DEFAULT_LAYOUT) -> bool:
+    """Whether ``work/patches.h5`` was merged, with ``layout``, from the current shards (the digest
+    ``merge_store`` compares before skipping); False while a shard is missing or out of date."""
+    inputs = StudyInputs.load(Path(root))
+    layout = resolve_layout(layout, len(inputs.study.config.seasons))
+    try:
+        shards = current_shards(inputs)
+    except StageError:
+        return False
+    return _has_digest(inputs.study.store_path, store_digest(layout, shards))
+
+
 def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, progress: bool = False) -> Path:
     """Write ``work/patches.h5`` from the shards unless it is up to date; returns its path."""
     if layout not in LAYOUTS:
@@ -90,19 +109,14 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     study = inputs.study
     layout = resolve_layout(layout, len(study.config.seasons))
     store = study.store_path
-    n_stale = clean_stale_tmp(study.work_dir / "shards")
+    n_stale = clean_stale_tmp(study.shards_dir)
     if n_stale:
-        log.info("removed %d temporary file(s) left by killed tasks under %s", n_stale, study.work_dir / "shards")
+        log.info("removed %d temporary file(s) left by killed tasks under %s", n_stale, study.shards_dir)
     shards = current_shards(inputs)
     digest = store_digest(layout, shards)
-    if not force and store.is_file():
-        try:
-            if read_attrs(store).get("digest") == digest:
-                os.utime(store)  # newer than its shards again (status tools compare mtimes)
-                log.info("patch store up to date: %s", store)
-                return store
-        except OSError:
-            pass
+    if not force and _has_digest(store, digest):
+        log.info("patch store up to date: %s", store)
+        return store
     p = inputs.patch_size
     attrs = {
         "digest": digest, "layout": layout, "n_shards": len(shards), "study": study.config.name,

@@ -44,7 +44,7 @@ from avalanche_hpc.synth.terrain import Terrain, make_terrain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GENERATOR_VERSION", "SynthWorld", "build_world", "generate_study", "winter_dates"]
+__all__ = ["GENERATOR_VERSION", "SynthWorld", "build_world", "generate_study", "generation_is_complete", "winter_dates"]
 
 GENERATOR_VERSION = 1
 MARKER = ".synth.json"
@@ -311,12 +311,32 @@ def _scene_complete(study: Study, orbit: str, d: dt.date) -> bool:
     return all(study.scene_path(orbit, d, b).is_file() for b in ("VV", "VH", LAYOVER_SHADOW))
 
 
-def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> bool:
-    """Check/claim ``root``; True when an existing generation gains seasons (its tables are rewritten)."""
+def _marker(preset: Preset, seed: int) -> dict:
+    """What ``.synth.json`` records: the generation's settings (compared on every re-run)."""
     marker = {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed,
               "physics": dataclasses.asdict(preset.physics)}
     if preset.seasons:
         marker["seasons"] = list(preset.seasons)
+    return marker
+
+
+def generation_is_complete(root: Path, preset: str | Preset, seed: int) -> bool:
+    """Whether ``root`` holds a finished generation of exactly this preset and seed.
+
+    The marker (the generation's settings) must match and ``truth.csv``, written last, must exist.
+    """
+    root = Path(root)
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
+    try:
+        same = json.loads((root / MARKER).read_text(encoding="utf-8")) == _marker(p, seed)
+    except (OSError, ValueError):
+        return False
+    return same and (root / "truth.csv").is_file() and (root / "truth_conditions.csv").is_file()
+
+
+def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> bool:
+    """Check/claim ``root``; True when an existing generation gains seasons (its tables are rewritten)."""
+    marker = _marker(preset, seed)
     mpath = root / MARKER
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a directory -> choose another study path")
