@@ -300,7 +300,8 @@ def _check_seasons(study: Study, report: CheckReport) -> None:
     """Seasons that overlap, and acquisition dates claimed by two seasons (each date is one season's)."""
     cfg, toml = study.config, str(study.study_toml)
     seasons = sorted(cfg.seasons, key=lambda s: s.start)
-    report.count("seasons", len(seasons))
+    if len(seasons) > 1:  # a campaign: say how many winters were checked
+        report.count("seasons", len(seasons))
     for i, a in enumerate(seasons):
         for b in seasons[i + 1:]:
             if b.start <= a.end:
