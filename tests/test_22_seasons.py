@@ -130,6 +130,14 @@ def test_adding_a_season_keeps_the_existing_files(tiny3_copy: Path) -> None:
     assert len(after) > len(before)
     inv = pd.read_csv(tiny3_copy / "inventory.csv", dtype={"event_id": str})
     assert inv.iloc[:len(inv_before)].equals(inv_before) and len(inv) > len(inv_before)
+    # an extension killed after the inventory and before study.toml: the next run finishes it
+    full = (tiny3_copy / "study.toml").read_text()
+    data = tomllib.loads(full)
+    data["seasons"] = data["seasons"][:3]
+    (tiny3_copy / "study.toml").write_text(tomli_w.dumps(data))
+    r = runner.invoke(app, ["synth", str(tiny3_copy), "--preset", "tiny3", "--seasons", "2015-2016:2018-2019"])
+    assert r.exit_code == 0, r.output
+    assert (tiny3_copy / "study.toml").read_text() == full
     # a different generation is still refused
     r = runner.invoke(app, ["synth", str(tiny3_copy), "--preset", "tiny3", "--seed", "1"])
     assert r.exit_code != 0 and "--overwrite" in str(r.exception)

@@ -31,7 +31,7 @@ import pandas as pd
 import rasterio
 
 from avalanche_hpc.atomic import atomic_path, write_json
-from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.errors import AvalancheError, ConfigError
 from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
 from avalanche_hpc.synth import debris, radar
@@ -366,6 +366,15 @@ def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> boo
     return extend and not overwrite
 
 
+def _lists_seasons(study: Study) -> bool:
+    """Whether the study.toml on disk lists every season of ``study.config`` (False when absent/unreadable)."""
+    try:
+        on_disk = [s.id for s in Study.load(study.root).config.seasons]
+    except AvalancheError:  # absent or half-edited: rewritten
+        return False
+    return on_disk == [s.id for s in study.config.seasons]
+
+
 def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, overwrite: bool = False, *,
                    progress: bool = False, on_date: Callable[[str, dt.date], None] | None = None) -> Path:
     """Write a synthetic study to ``root`` and return ``root``.
@@ -389,13 +398,20 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
     multi = bool(p.seasons)
     study = Study(root, _study_config(world, worlds if multi else None))
     # every file is deterministic and written atomically: one that exists (resuming) is complete
-    if extend or not study.study_toml.is_file():
+    # study.toml and inventory.csv list every season: when seasons are added (extend), they are
+    # rewritten, first the inventory, then study.toml; a run killed in between is finished by the
+    # next one, which finds study.toml without the new seasons and writes both again
+    if extend or (multi and not _lists_seasons(study)):
+        with atomic_path(study.inventory_path) as tmp:
+            pd.concat([w.inventory for w in worlds], ignore_index=True).to_csv(tmp, index=False)
+        Study.write_config(root, study.config)
+    if not study.study_toml.is_file():
         Study.write_config(root, study.config)
     if not study.dem_path.is_file():
         _write_dem(study, world.terrain)
     if not study.corridors_path.is_file():
         _write_corridors(study, world)
-    if extend or not study.inventory_path.is_file():
+    if not study.inventory_path.is_file():
         with atomic_path(study.inventory_path) as tmp:
             pd.concat([w.inventory for w in worlds], ignore_index=True).to_csv(tmp, index=False)
     # (season index, orbit index, date, summer?)
