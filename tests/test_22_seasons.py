@@ -197,4 +197,4 @@ def test_check_season_without_summer_reference_for_an_orbit(tiny3_copy: Path) ->
 def test_check_season_id_must_be_a_safe_folder_name(tiny3_copy: Path, bad: str) -> None:
     _edit(tiny3_copy, lambda d: d["seasons"][1].update(id=bad))
     lines = _problems(tiny3_copy)
-    assert _has(lines, "study.toml", "seasons.1.id", "safe folder name")
+    assert _has(lines, "study.toml", "seasons.1.id", "folder name")

@@ -35,6 +35,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from avalanche_hpc.config import StrictModel, config_error, read_toml
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
+from avalanche_hpc.ids import check_id
 from avalanche_hpc.learn.splits import forward_split_name, holdout_split_name, season_split_name
 
 
@@ -88,8 +89,8 @@ class BaselineSpec(StrictModel):
 
 
 class JobSpec(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
+    experiment: str = "default"
     stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
     executor: Literal["local", "slurm"] = "local"
     profile: Path | None = None
@@ -99,6 +100,11 @@ class JobSpec(StrictModel):
     train: TrainSpec = Field(default_factory=TrainSpec)
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     source: Path | None = Field(None, exclude=True, description="the TOML file it was read from")
+
+    @field_validator("name", "experiment")
+    @classmethod
+    def _folder_name(cls, v: str, info) -> str:
+        return check_id(v, "job name" if info.field_name == "name" else "experiment name")
 
     @field_validator("stages")
     @classmethod

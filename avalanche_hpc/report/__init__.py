@@ -114,6 +114,9 @@ def build_report(root: Path, experiment: str) -> Path:
     exp = load_experiment(Path(root), experiment)
     folder = exp.study.reports_dir(experiment)
     figdir = folder / FIGURES
+    from avalanche_hpc.cleanup import clean_study_tmp
+
+    clean_study_tmp(folder)  # temporary files of killed report writers (cleanup.py)
     inputs_digest = report_inputs_digest(exp.study, experiment)
 
     results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp),
