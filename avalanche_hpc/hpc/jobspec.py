@@ -81,6 +81,8 @@ class TrainSpec(_Model):
 class BaselineSpec(_Model):
     crop: int = 50
     force: bool = False
+    # paper: the paper's baseline (fixed per-pixel rule, count threshold tuned); tuned: all three tuned
+    variants: list[Literal["paper", "tuned"]] = Field(default_factory=lambda: ["paper", "tuned"], min_length=1)
 
 
 class JobSpec(_Model):

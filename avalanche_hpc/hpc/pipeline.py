@@ -75,7 +75,8 @@ def list_stage_tasks(job: JobSpec, stage: str) -> list[Task] | None:
     if stage == "train":
         return [Task(stage, f"{s}/seed{n}", (s, n)) for s in job.split_names() for n in job.train.seeds]
     if stage == "baseline":
-        return [Task(stage, s, (s,)) for s in job.split_names()]
+        return [Task(stage, s if v == "paper" else f"{s}/{v}", (s, v)) for s in job.split_names()
+                for v in job.baseline.variants]
     raise ConfigError(f"unknown stage {stage!r}")
 
 
@@ -110,7 +111,10 @@ def is_complete(job: JobSpec, task: Task) -> bool:
         split, seed = task.args
         return (run_dir(study, job.experiment, split, seed) / "metrics.json").is_file()
     if task.stage == "baseline":
-        return (study.runs_dir(job.experiment) / task.args[0] / "baseline" / "metrics.json").is_file()
+        from avalanche_hpc.learn.baseline import baseline_dir_name
+
+        split, variant = task.args
+        return (study.runs_dir(job.experiment) / split / baseline_dir_name(variant) / "metrics.json").is_file()
     if task.stage == "report":
         index = study.reports_dir(job.experiment) / "index.html"
         metrics = list(study.runs_dir(job.experiment).rglob("metrics.json"))
@@ -151,8 +155,9 @@ def run_task(job: JobSpec, task: Task, progress: bool = False) -> str:
     if task.stage == "baseline":
         from avalanche_hpc.learn.baseline import baseline_run
 
-        return str(baseline_run(root, job.experiment, task.args[0], split_seed=job.train.split_seed,
-                                crop=job.baseline.crop, force=job.baseline.force))
+        split, variant = task.args
+        return str(baseline_run(root, job.experiment, split, split_seed=job.train.split_seed,
+                                crop=job.baseline.crop, force=job.baseline.force, variant=variant))
     if task.stage == "report":
         from avalanche_hpc.report import build_report
 

@@ -83,7 +83,9 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"cnn seed {self.seed}" if self.kind == "cnn" else "baseline"
+        if self.kind == "cnn":
+            return f"cnn seed {self.seed}"
+        return "baseline (tuned)" if self.kind == "baseline-tuned" else "baseline (paper)"
 
     @property
     def test(self) -> pd.DataFrame:
@@ -97,11 +99,12 @@ class SplitRuns:
     dir: Path
     split_table: pd.DataFrame | None
     cnn: list[Run]
-    baseline: Run | None
+    baseline: Run | None           # the paper's baseline (baseline/)
+    baseline_tuned: Run | None = None  # the three-parameter baseline (baseline-tuned/)
 
     @property
     def runs(self) -> list[Run]:
-        return self.cnn + ([self.baseline] if self.baseline else [])
+        return self.cnn + [b for b in (self.baseline, self.baseline_tuned) if b]
 
     def held_out(self, massifs: list[str]) -> str | None:
         """The massif a hold-out split tests on (from its test rows; else from the name)."""
@@ -228,11 +231,13 @@ def load_experiment(root: Path, experiment: str) -> Experiment:
                 if run:
                     cnn.append(run)
         baseline = _read_run("baseline", None, split_dir / "baseline", notes) if (split_dir / "baseline").is_dir() else None
+        tuned_dir = split_dir / "baseline-tuned"
+        tuned = _read_run("baseline-tuned", None, tuned_dir, notes) if tuned_dir.is_dir() else None
         split_table = None
         if (split_dir / "split.csv").is_file():
             split_table = read_split(split_dir / "split.csv")
-        if cnn or baseline:
-            splits.append(SplitRuns(split_dir.name, split_dir, split_table, cnn, baseline))
+        if cnn or baseline or tuned:
+            splits.append(SplitRuns(split_dir.name, split_dir, split_table, cnn, baseline, tuned))
     if not splits:
         raise MissingInputError(missing_experiment_message(study, experiment))
     splits.sort(key=lambda s: (s.name != RANDOM_SPLIT, s.name))
@@ -275,9 +280,11 @@ def check_saved_metrics(exp: Experiment) -> None:
 
 
 def split_stats(split: SplitRuns, select=None) -> dict[str, dict[str, Stat]]:
-    """{"cnn": {metric: Stat over seeds}, "baseline": {...}} on the test rows ``select(test)`` keeps."""
+    """{"cnn": {metric: Stat over seeds}, "baseline": {...}, "baseline_tuned": {...}} on the test rows
+    ``select(test)`` keeps ("baseline" is the paper's variant)."""
     out: dict[str, dict[str, Stat]] = {}
-    for model, runs in (("cnn", split.cnn), ("baseline", [split.baseline] if split.baseline else [])):
+    for model, runs in (("cnn", split.cnn), ("baseline", [split.baseline] if split.baseline else []),
+                        ("baseline_tuned", [split.baseline_tuned] if split.baseline_tuned else [])):
         per_run = []
         for run in runs:
             rows = run.test if select is None else select(run.test)
@@ -325,14 +332,23 @@ def table_one(exp: Experiment) -> Table:
     split = exp.main_split
     st = table_one_stats(exp)
     focus, every = st["focus"], st["all"]
-    cols = ["Metric", f"{exp.focus_massif} CNN", f"{exp.focus_massif} baseline", "All massifs CNN",
-            "All massifs baseline"]
+    tuned = split.baseline_tuned is not None
+    cols = ["Metric", f"{exp.focus_massif} CNN", f"{exp.focus_massif} baseline (paper)", "All massifs CNN",
+            "All massifs baseline (paper)"]
     rows = [[METRIC_LABELS[k], focus["cnn"][k], focus["baseline"][k], every["cnn"][k], every["baseline"][k]]
             for k in (*METRICS, "n")]
+    if tuned:
+        cols.insert(3, f"{exp.focus_massif} baseline (tuned)")
+        cols.append("All massifs baseline (tuned)")
+        for row, k in zip(rows, (*METRICS, "n"), strict=True):
+            row.insert(3, focus["baseline_tuned"][k])
+            row.append(every["baseline_tuned"][k])
     n_seeds = len(split.cnn)
     cnn = f"mean ± sample std over {n_seeds} seeds" if n_seeds > 1 else f"{n_seeds} seed (no spread to show)"
-    note = (f"Split '{split.name}', test set. CNN: {cnn}; baseline: one deterministic run. "
-            f"Recomputed from predictions.csv.")
+    note = (f"Split '{split.name}', test set. CNN: {cnn}; baselines: one deterministic run each. Baseline (paper): "
+            f"per-pixel rule VHdiff > 3 dB fixed a priori, only the pixel-count threshold tuned on validation"
+            + ("; baseline (tuned): channel, pixel and count thresholds tuned on validation" if tuned else "")
+            + ". Recomputed from predictions.csv.")
     return Table("table1", "Table I: CNN vs baseline (test set)", cols, rows, note)
 
 
