@@ -386,3 +386,52 @@ def table_per_orbit(exp: Experiment) -> Table | None:
         return None
     rows = [_metric_row([o], split_stats(split, lambda t, o=o: t[t["orbit"].astype(str) == o])) for o in orbits]
     return Table("per_orbit", f"Per orbit (split '{split.name}', test set)", ["Orbit", *METRIC_PAIR_COLUMNS], rows)
+
+
+def pooled_table_one(exps: list[Experiment]) -> tuple[Table, dict[str, Any]]:
+    """Table I pooled over study seeds: each study's main split, CNN over every (study, training seed) run,
+    each baseline over the studies (one deterministic run per study). Returns the table and, for all
+    massifs, the verdict data: whether the CNN beats the paper baseline by more than one standard
+    deviation (the larger of the two pooled stds) on accuracy and F1."""
+    if not exps:
+        raise MissingInputError("no experiment to pool -> give at least one study with finished runs")
+    focus = exps[0].focus_massif
+    scopes = {"focus": lambda t: t[t["massif"] == focus], "all": lambda t: t}
+    per: dict[str, dict[str, dict[str, list[float | None]]]] = {}
+    for scope, sel in scopes.items():
+        per[scope] = {"cnn": {}, "baseline": {}, "baseline_tuned": {}}
+        for exp in exps:
+            split = exp.main_split
+            runs = {"cnn": split.cnn, "baseline": [split.baseline] if split.baseline else [],
+                    "baseline_tuned": [split.baseline_tuned] if split.baseline_tuned else []}
+            for model, rs in runs.items():
+                for r in rs:
+                    m = metrics_of(sel(r.test))
+                    for k in ("n", *METRICS):
+                        per[scope][model].setdefault(k, []).append(m[k])
+    stats = {scope: {model: {k: Stat.of(v, integer=(k == "n")) for k, v in d.items()}
+                     for model, d in models.items() if d} for scope, models in per.items()}
+    cols = ["Metric", f"{focus} CNN", f"{focus} baseline (paper)", "All massifs CNN", "All massifs baseline (paper)"]
+    tuned = "baseline_tuned" in stats["all"]
+    if tuned:
+        cols += ["All massifs baseline (tuned)"]
+    rows = []
+    for k in (*METRICS, "n"):
+        row = [METRIC_LABELS[k], stats["focus"]["cnn"][k], stats["focus"].get("baseline", {}).get(k),
+               stats["all"]["cnn"][k], stats["all"].get("baseline", {}).get(k)]
+        if tuned:
+            row.append(stats["all"]["baseline_tuned"][k])
+        rows.append(row)
+    n_cnn = stats["all"]["cnn"]["accuracy"].n
+    verdict: dict[str, Any] = {"studies": [str(e.study.root) for e in exps], "cnn_runs": n_cnn}
+    for k in ("accuracy", "f1"):
+        c, b = stats["all"]["cnn"][k], stats["all"].get("baseline", {}).get(k)
+        if c.mean is None or b is None or b.mean is None:
+            continue
+        sd = max(c.std or 0.0, b.std or 0.0)
+        verdict[k] = {"cnn": c.to_json(), "baseline_paper": b.to_json(), "difference": c.mean - b.mean,
+                      "one_std": sd, "cnn_wins_by_more_than_one_std": bool(c.mean - b.mean > sd)}
+    note = (f"Pooled over {len(exps)} studies: CNN mean ± sample std over {n_cnn} runs (study seeds x training "
+            f"seeds); baselines over the studies (one deterministic run each). Test sets of each study's "
+            f"'{exps[0].main_split.name}' split; recomputed from predictions.csv.")
+    return Table("table1_pooled", "Table I pooled over study seeds (test sets)", cols, rows, note), verdict
