@@ -78,11 +78,18 @@ class TrainSpec(_Model):
         return kw
 
 
+BaselineVariant = Literal["paper", "tuned"]
+
+
+def _all_variants() -> list[BaselineVariant]:
+    return ["paper", "tuned"]
+
+
 class BaselineSpec(_Model):
     crop: int = 50
     force: bool = False
     # paper: the paper's baseline (fixed per-pixel rule, count threshold tuned); tuned: all three tuned
-    variants: list[Literal["paper", "tuned"]] = Field(default_factory=lambda: ["paper", "tuned"], min_length=1)
+    variants: list[BaselineVariant] = Field(default_factory=_all_variants, min_length=1)
 
 
 class JobSpec(_Model):

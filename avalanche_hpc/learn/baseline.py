@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 CHANGE_CHANNELS = ("VVdiff", "VHdiff")
 VARIANTS = ("paper", "tuned")
-PAPER_RULE = {"channel": "VHdiff", "pixel_threshold_db": 3.0}
+PAPER_RULE: dict[str, Any] = {"channel": "VHdiff", "pixel_threshold_db": 3.0}
 PIXEL_THRESHOLDS_DB = tuple(float(t) for t in np.round(np.arange(0.5, 12.01, 0.25), 2))
 
 
@@ -135,6 +136,7 @@ def tune_baseline(patches: np.ndarray, labels: np.ndarray, crop: int = 50,
             key = (acc, f1)
             if best is None or key > best[0]:
                 best = (key, ch, thr, t, curve)
+    assert best is not None  # the grid is never empty
     (acc, f1), ch, thr, t, curve = best
     return {
         "variant": variant, "channel": ch, "pixel_threshold_db": thr, "count_threshold": t, "crop": crop,
