@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from avalanche_hpc.errors import ArgumentError
+
 TMP_MARK = ".tmp-"
 
 
@@ -38,7 +40,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_dir():
-            raise IsADirectoryError(f"atomic_path expects a file, got directory {tmp}")
+            raise ArgumentError(f"atomic_path expects a file, got directory {tmp}")
         with open(tmp, "rb+") as fh:  # flush data to disk before the rename makes it visible
             os.fsync(fh.fileno())
         os.replace(tmp, target)

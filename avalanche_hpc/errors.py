@@ -58,3 +58,14 @@ class WeightsError(AvalancheError, OSError):
 
 class StageError(AvalancheError, RuntimeError):
     """A pipeline stage could not complete (the message names the task and its log)."""
+
+
+class UnknownKeyError(AvalancheError, KeyError):
+    """A name looked up and not there (an orbit, a season, rows of a feature bank); the message lists what is."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class ArgumentError(AvalancheError, ValueError):
+    """A function called with values that cannot go together: a caller's mistake, not bad input data."""

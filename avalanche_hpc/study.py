@@ -10,11 +10,13 @@ A *study* is a directory (see ``docs/data-contract.md``)::
       scenes/{orbit}/{YYYYMMDD}/VV.tif, VH.tif [, layover_shadow.tif]
       truth.csv         (synthetic studies only) every simulated deposit
       work/             shards, patch store, deposition zones, summer references
-      runs/{experiment}/...
+      runs/{experiment}/...      RunPaths below (docs/architecture.md, "Runs layout")
       reports/{experiment}/...
 
 ``Study`` is the one object that knows where every file lives (as submitit's
-``JobPaths`` does for job files): stages ask it for paths and never build them.
+``JobPaths`` does for job files): stages ask it for paths and never build them. The runs of an
+experiment are handed out by ``Study.runs(experiment)`` (a ``RunPaths``), the files of one run
+directory by ``RunFiles``.
 """
 
 from __future__ import annotations
@@ -22,18 +24,20 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from avalanche_hpc.errors import InputError, MissingInputError, Problem
+from avalanche_hpc.config import StrictModel, config_problems
+from avalanche_hpc.errors import ArgumentError, ConfigError, InputError, MissingInputError, Problem, UnknownKeyError
 
 POLARISATIONS = ("VV", "VH")
 LAYOVER_SHADOW = "layover_shadow"
+LAYOVER_SHADOW_CODES = (0, 1, 2, 3)  # valid, layover, shadow, both (SNAP terrain-correction encoding)
 CORRIDOR_LAYER = "corridors"
 INVENTORY_COLUMNS = ("event_id", "path_id", "date_min", "date_max", "deposit_area_m2")
 DATE_DIR_RE = re.compile(r"^\d{8}$")
@@ -42,6 +46,7 @@ DATE_DIR_RE = re.compile(r"^\d{8}$")
 LABEL_POSITIVE = 1
 LABEL_NEGATIVE = 0
 LABEL_UNKNOWN = -1
+LABEL_NAMES = {LABEL_POSITIVE: "positive", LABEL_NEGATIVE: "negative", LABEL_UNKNOWN: "unknown"}
 
 
 def parse_yyyymmdd(text: str) -> dt.date:
@@ -52,11 +57,7 @@ def fmt_yyyymmdd(d: dt.date) -> str:
     return d.strftime("%Y%m%d")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OrbitConfig(_Model):
+class OrbitConfig(StrictModel):
     """One Sentinel-1 relative orbit (a track), the folder name under ``scenes/``."""
 
     id: str = Field(description="folder name under scenes/, e.g. 'D139' or 'A161'")
@@ -72,7 +73,7 @@ class OrbitConfig(_Model):
     @classmethod
     def _id_is_a_folder_name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
-            raise ValueError(f"orbit id {v!r} must be a folder name (letters, digits, '_' and '-')")
+            raise ConfigError(f"orbit id {v!r} must be a folder name (letters, digits, '_' and '-')")
         return v
 
     @property
@@ -90,7 +91,7 @@ class OrbitConfig(_Model):
         return (self.heading + 90.0) % 360.0
 
 
-class SeasonConfig(_Model):
+class SeasonConfig(StrictModel):
     """One winter season: its acquisition window and snow-free summer references per orbit."""
 
     id: str = Field(description="e.g. '2017-2018'")
@@ -107,11 +108,11 @@ class SeasonConfig(_Model):
     @model_validator(mode="after")
     def _window(self) -> SeasonConfig:
         if self.end <= self.start:
-            raise ValueError(f"season {self.id}: end {self.end} must be after start {self.start}")
+            raise ConfigError(f"season {self.id}: end {self.end} must be after start {self.start}")
         return self
 
 
-class StudyConfig(_Model):
+class StudyConfig(StrictModel):
     """Contents of ``study.toml``."""
 
     name: str
@@ -131,30 +132,30 @@ class StudyConfig(_Model):
     def _consistent(self) -> StudyConfig:
         ids = [o.id for o in self.orbits]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"orbit ids must be unique, got {ids}")
+            raise ConfigError(f"orbit ids must be unique, got {ids}")
         sids = [s.id for s in self.seasons]
         if len(set(sids)) != len(sids):
-            raise ValueError(f"season ids must be unique, got {sids}")
+            raise ConfigError(f"season ids must be unique, got {sids}")
         if self.focus_massif is not None and self.focus_massif not in self.massifs:
-            raise ValueError(f"focus_massif {self.focus_massif!r} is not in massifs {self.massifs}")
+            raise ConfigError(f"focus_massif {self.focus_massif!r} is not in massifs {self.massifs}")
         for s in self.seasons:
             for table, name in ((s.summer, "summer"), (s.dates or {}, "dates")):
                 unknown = set(table) - set(ids)
                 if unknown:
-                    raise ValueError(f"season {s.id}: {name} names unknown orbit(s) {sorted(unknown)}; orbits are {ids}")
+                    raise ConfigError(f"season {s.id}: {name} names unknown orbit(s) {sorted(unknown)}; orbits are {ids}")
         return self
 
     def orbit(self, orbit_id: str) -> OrbitConfig:
         for o in self.orbits:
             if o.id == orbit_id:
                 return o
-        raise KeyError(f"unknown orbit {orbit_id!r}; study orbits are {[o.id for o in self.orbits]}")
+        raise UnknownKeyError(f"unknown orbit {orbit_id!r}; study orbits are {[o.id for o in self.orbits]}")
 
     def season(self, season_id: str) -> SeasonConfig:
         for s in self.seasons:
             if s.id == season_id:
                 return s
-        raise KeyError(f"unknown season {season_id!r}; study seasons are {[s.id for s in self.seasons]}")
+        raise UnknownKeyError(f"unknown season {season_id!r}; study seasons are {[s.id for s in self.seasons]}")
 
 
 @dataclass(frozen=True, order=True)
@@ -170,22 +171,102 @@ class Acquisition:
     def key(self) -> str:
         return f"{self.season}/{self.orbit}/{fmt_yyyymmdd(self.date)}"
 
+    @property
+    def previous(self) -> dt.date:
+        """``prev_date`` of a task that makes a shard (every acquisition but the first of a season)."""
+        if self.prev_date is None:
+            raise ArgumentError(f"{self.key} is the first acquisition of its season on orbit {self.orbit}: "
+                                "it has no previous acquisition, so no change channels and no shard")
+        return self.prev_date
 
-def _pydantic_problems(err: ValidationError, file: Path) -> list[Problem]:
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        kind = e.get("type", "")
-        if kind == "missing":
-            fix = f"add the key '{e['loc'][-1]}'; see docs/data-contract.md"
-        elif kind == "extra_forbidden":
-            fix = "remove the key or correct its spelling; docs/data-contract.md lists the allowed keys"
-        else:
-            value = e.get("input")
-            shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-            fix = f"fix the value{shown}; see docs/data-contract.md"
-        out.append(Problem(str(file), f"key {loc}", e["msg"], fix))
-    return out
+
+def study_config_problems(err: ValidationError, file: Path) -> list[Problem]:
+    """The problems of a ``study.toml`` that does not validate (one per key)."""
+    return config_problems(err, file, StudyConfig, doc="docs/data-contract.md")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run directory: a CNN seed (``cnn/seed{N}``) or a split's ``baseline``."""
+
+    dir: Path
+
+    @property
+    def config(self) -> Path:  # CNN: every setting of the run
+        return self.dir / "config.json"
+
+    @property
+    def params(self) -> Path:  # baseline: tuned thresholds
+        return self.dir / "params.json"
+
+    @property
+    def history(self) -> Path:
+        return self.dir / "history.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.dir / "best.pt"
+
+    @property
+    def predictions(self) -> Path:
+        return self.dir / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:  # written last: its presence marks a finished run
+        return self.dir / "metrics.json"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path under ``runs/{experiment}/`` (as submitit's ``JobPaths``; layout: docs/architecture.md)."""
+
+    root: Path
+
+    SEED_PREFIX = "seed"
+
+    @property
+    def experiment_json(self) -> Path:
+        return self.root / "experiment.json"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    def split_dir(self, split: str) -> Path:
+        return self.root / split
+
+    def split_csv(self, split: str) -> Path:
+        return self.split_dir(split) / "split.csv"
+
+    def cnn_dir(self, split: str) -> Path:
+        return self.split_dir(split) / "cnn"
+
+    def cnn(self, split: str, seed: int) -> RunFiles:
+        return RunFiles(self.cnn_dir(split) / f"{self.SEED_PREFIX}{seed}")
+
+    def baseline(self, split: str, variant: str = "paper") -> RunFiles:
+        """The paper's baseline in ``baseline/``, another variant (``tuned``) in ``baseline-{variant}/``."""
+        return RunFiles(self.split_dir(split) / ("baseline" if variant == "paper" else f"baseline-{variant}"))
+
+    def split_names(self) -> list[str]:
+        """Folders directly under the experiment (sorted): the splits, and ``features`` and the like."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
+    def cnn_seeds(self, split: str) -> list[int]:
+        """Seeds with a ``cnn/seed{N}`` folder in this split (sorted)."""
+        d = self.cnn_dir(split)
+        if not d.is_dir():
+            return []
+        tails = [p.name[len(self.SEED_PREFIX):] for p in d.iterdir() if p.is_dir() and p.name.startswith(self.SEED_PREFIX)]
+        return sorted(int(t) for t in tails if t.isdigit())
+
+    def all_metrics(self) -> list[Path]:
+        """Every run's ``metrics.json`` of the experiment."""
+        return sorted(self.root.glob("*/cnn/*/metrics.json")) + sorted(self.root.glob("*/baseline*/metrics.json"))
 
 
 class Study:
@@ -214,7 +295,7 @@ class Study:
         try:
             cfg = StudyConfig.model_validate(raw)
         except ValidationError as e:
-            raise InputError(_pydantic_problems(e, toml_path)) from e
+            raise InputError(study_config_problems(e, toml_path)) from e
         return cls(root, cfg)
 
     @staticmethod
@@ -271,17 +352,29 @@ class Study:
         return self.work_dir / "summer" / season / f"{orbit}.h5"
 
     def shard_path(self, season: str, orbit: str, date: dt.date) -> Path:
-        return self.work_dir / "shards" / season / orbit / f"{fmt_yyyymmdd(date)}.h5"
+        return self.shards_dir / season / orbit / f"{fmt_yyyymmdd(date)}.h5"
 
     @property
     def store_path(self) -> Path:
         return self.work_dir / "patches.h5"
 
+    @property
+    def shards_dir(self) -> Path:
+        return self.work_dir / "shards"
+
+    def runs(self, experiment: str) -> RunPaths:
+        """The runs layout of one experiment: ``runs/{experiment}/...``."""
+        return RunPaths(self.root / "runs" / experiment)
+
     def runs_dir(self, experiment: str) -> Path:
-        return self.root / "runs" / experiment
+        return self.runs(experiment).root
 
     def reports_dir(self, experiment: str) -> Path:
         return self.root / "reports" / experiment
+
+    def report_index(self, experiment: str) -> Path:
+        """``reports/{experiment}/index.html`` (written last: its presence means a complete report)."""
+        return self.reports_dir(experiment) / "index.html"
 
     # -- acquisitions -----------------------------------------------------------------------
     def scene_dates(self, orbit: str) -> list[dt.date]:
@@ -356,28 +449,42 @@ class Study:
         if not self.inventory_path.is_file():
             raise MissingInputError(f"{self.inventory_path} is missing -> see docs/data-contract.md (inventory)")
         df = pd.read_csv(self.inventory_path, dtype={"event_id": str, "path_id": str})
-        problems = []
         missing = [c for c in INVENTORY_COLUMNS if c not in df.columns]
         if missing:
             raise InputError(Problem(str(self.inventory_path), "header", f"missing column(s) {missing}",
                                      f"the header must contain {list(INVENTORY_COLUMNS)}"))
-        for col in ("date_min", "date_max"):
-            parsed = pd.to_datetime(df[col], format="%Y-%m-%d", errors="coerce")
-            for i in df.index[parsed.isna()]:
-                problems.append(Problem(str(self.inventory_path), f"row {i + 1}, {col}",
-                                        f"unparsable date {df.at[i, col]!r}", "write ISO dates, YYYY-MM-DD"))
+        dates, problems = inventory_dates(df, self.inventory_path)
+        for col, parsed in dates.items():
             df[col] = parsed.dt.date
-        ok = df["date_min"].notna() & df["date_max"].notna()
-        for i in df.index[ok & (df["date_max"] < df["date_min"])]:
-            problems.append(Problem(str(self.inventory_path), f"row {i + 1}",
-                                    f"date_max {df.at[i, 'date_max']} is before date_min {df.at[i, 'date_min']}",
-                                    "swap the two dates or correct the window"))
         if problems:
             raise InputError(problems)
         return df
 
 
-def iter_bands(include_mask: bool = True) -> Iterable[str]:
-    yield from POLARISATIONS
-    if include_mask:
-        yield LAYOVER_SHADOW
+def inventory_dates(df: Any, file: str | Path, row: Callable[[int], str] = lambda i: f"row {i + 1}",
+                    ) -> tuple[dict[str, Any], list[Problem]]:
+    """``date_min``/``date_max`` of an inventory table parsed (ISO ``YYYY-MM-DD``, surrounding spaces
+    ignored; NaT where unparsable), and the problems: each unparsable date, each inverted window.
+
+    The one parser of inventory dates (``Study.read_inventory`` and ``inputs check``); ``row(i)``
+    names a row (1-based data rows). Columns that are absent are left out.
+    """
+    import pandas as pd
+
+    dates: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for col in ("date_min", "date_max"):
+        if col not in df.columns:
+            continue
+        parsed = pd.to_datetime(df[col].astype("string").str.strip(), format="%Y-%m-%d", errors="coerce")
+        for i in df.index[parsed.isna()]:
+            problems.append(Problem(str(file), f"{row(i)}, {col}", f"unparsable date {df.at[i, col]!r}",
+                                    "write ISO dates, YYYY-MM-DD"))
+        dates[col] = parsed
+    if len(dates) == 2:
+        lo, hi = dates["date_min"], dates["date_max"]
+        for i in df.index[lo.notna() & hi.notna() & (hi < lo)]:
+            problems.append(Problem(str(file), f"{row(i)}, date_max",
+                                    f"date_max {hi[i].date()} is before date_min {lo[i].date()}",
+                                    "swap the two dates or correct the window"))
+    return dates, problems

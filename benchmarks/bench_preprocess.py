@@ -31,9 +31,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import rasterio
-from rasterio.transform import from_origin
 from shapely.geometry import box
 
+from avalanche_hpc.inputs.grid import transform_from_origin
 from avalanche_hpc.preprocess.raster import read_windows
 from avalanche_hpc.preprocess.tasks import StudyInputs, list_tasks, prepare_references, preprocess_all, preprocess_task
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
@@ -56,7 +56,7 @@ def build_plain_study(root: Path, side: int, n_corridors: int, n_winter: int, se
     root.mkdir(parents=True)
     Study.write_config(root, cfg)
     prof = dict(driver="GTiff", height=side, width=side, count=1, dtype="float32", crs="EPSG:2154",
-                transform=from_origin(x0, y0, pix, pix), nodata=-9999.0)
+                transform=transform_from_origin(x0, y0, pix, pix), nodata=-9999.0)
     if tiled:
         prof |= {"tiled": True, "blockxsize": 256, "blockysize": 256}
     rows = np.arange(side, dtype=np.float32)[:, None]

@@ -77,7 +77,7 @@ def bench_pipeline(tmp: Path, epochs: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         run_job(job, executor=executor, progress=False, wait=True)
         times[executor] = time.perf_counter() - t0
-        if not (Study.load(root).reports_dir(job.experiment) / "index.html").is_file():
+        if not Study.load(root).report_index(job.experiment).is_file():
             raise SystemExit(f"{executor}: no report written")
     return times["local"], times["slurm"]
 

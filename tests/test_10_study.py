@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from avalanche_hpc.errors import InputError, MissingInputError
+from avalanche_hpc.errors import ArgumentError, InputError, MissingInputError
 from avalanche_hpc.study import Acquisition, Study, StudyConfig
 
 STUDY_TOML = """\
@@ -91,6 +91,30 @@ def test_paths(tmp_path: Path):
     assert s.runs_dir("e1") == tmp_path / "s" / "runs" / "e1"
 
 
+def test_runs_layout(tmp_path: Path):
+    """Every runs/ path comes from Study.runs(experiment) (docs/architecture.md, "Runs layout")."""
+    s = Study.load(_write_study(tmp_path / "s"))
+    runs = s.runs("e1")
+    exp = tmp_path / "s" / "runs" / "e1"
+    assert runs.root == exp and runs.experiment_json == exp / "experiment.json"
+    assert runs.features_dir == exp / "features" and runs.split_csv("random") == exp / "random" / "split.csv"
+    cnn = runs.cnn("holdout-vanoise", 3)
+    assert cnn.dir == exp / "holdout-vanoise" / "cnn" / "seed3"
+    assert (cnn.config.name, cnn.history.name, cnn.checkpoint.name, cnn.best.name) == (
+        "config.json", "history.csv", "checkpoint.pt", "best.pt")
+    base = runs.baseline("random")
+    assert base.dir == exp / "random" / "baseline"
+    assert (base.params.name, base.predictions.name, base.metrics.name) == ("params.json", "predictions.csv",
+                                                                           "metrics.json")
+    assert runs.split_names() == [] and runs.cnn_seeds("random") == []
+    for seed in (10, 2):
+        runs.cnn("random", seed).dir.mkdir(parents=True)
+    (runs.cnn_dir("random") / "seedling").mkdir()
+    runs.features_dir.mkdir()
+    assert runs.split_names() == ["features", "random"] and runs.cnn_seeds("random") == [2, 10]
+    assert s.report_index("e1") == tmp_path / "s" / "reports" / "e1" / "index.html"
+
+
 def test_winter_dates_discovered_vs_listed(tmp_path: Path):
     root = _write_study(tmp_path / "s")
     # D139 has no listed dates: discovered from folders inside the season window, summer dates excluded
@@ -123,6 +147,25 @@ def test_acquisitions_chain_prev_dates(tmp_path: Path):
         ("A088", dt.date(2018, 1, 9), dt.date(2018, 1, 3)),
     ]
     assert s.acquisitions(season="1999-2000") == []
+    assert all(a.previous == a.prev_date for a in tasks)
+    with pytest.raises(ArgumentError, match="first acquisition of its season"):  # makes no shard
+        _ = acq[0].previous
+
+
+def test_read_inventory_parses_dates_like_the_check(tmp_path: Path):
+    root = _write_study(tmp_path / "s")
+    header = "event_id,path_id,date_min,date_max,deposit_area_m2\n"
+    (root / "inventory.csv").write_text(header + "e1,p1, 2018-01-02 ,2018-01-03,\n", encoding="utf-8")
+    inv = Study.load(root).read_inventory()  # surrounding spaces are ignored, as 'inputs check' does
+    assert (inv.at[0, "date_min"], inv.at[0, "date_max"]) == (dt.date(2018, 1, 2), dt.date(2018, 1, 3))
+    (root / "inventory.csv").write_text(header + "e1,p1,2018-01-05,2018-01-03,\ne2,p1,2018-13-01,2018-01-03,\n",
+                                        encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        Study.load(root).read_inventory()
+    assert [(p.where, p.what) for p in e.value.problems] == [
+        ("row 2, date_min", "unparsable date '2018-13-01'"),
+        ("row 1, date_max", "date_max 2018-01-03 is before date_min 2018-01-05"),
+    ]
 
 
 @pytest.mark.parametrize("edit, key", [

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 from shapely.geometry import box
 from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import InputError
+from avalanche_hpc.inputs.grid import transform_from_origin
 from avalanche_hpc.inputs.ingest import ingest_scenes, parse_scene_name, plan_ingest
 from avalanche_hpc.study import Study, StudyConfig
 from tests.conftest import SHARED_REAL
@@ -165,7 +165,7 @@ def test_move_removes_the_source_after_writing(real_study: Path, tmp_path: Path)
 def test_grid_and_crs_mismatch_refused(tmp_path: Path):
     with rasterio.open(REAL) as src:
         t, shape = src.transform, (src.height, src.width)
-    shifted = _study_on_grid(tmp_path / "shifted", [ASC], 32631, from_origin(t.c + 100, t.f, 20, 20), shape)
+    shifted = _study_on_grid(tmp_path / "shifted", [ASC], 32631, transform_from_origin(t.c + 100, t.f, 20, 20), shape)
     r = _cli("ingest", REAL, "--study", shifted)
     assert r.exit_code == 1 and "grid differs from dem.tif" in r.output and "gdalwarp" in r.output
     other_crs = _study_on_grid(tmp_path / "crs", [ASC], 32632, t, shape)
@@ -184,7 +184,7 @@ def _write(path: Path, arrays: list[np.ndarray], descriptions: list[str] | None 
            dtype="float32", crs=32632) -> Path:
     h, w = arrays[0].shape
     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=len(arrays), dtype=dtype,
-                       crs=f"EPSG:{crs}", transform=from_origin(300000, 5000000, 20, 20), nodata=nodata) as d:
+                       crs=f"EPSG:{crs}", transform=transform_from_origin(300000, 5000000, 20, 20), nodata=nodata) as d:
         for i, a in enumerate(arrays, start=1):
             d.write(a.astype(dtype), i)
             if descriptions:
@@ -193,7 +193,7 @@ def _write(path: Path, arrays: list[np.ndarray], descriptions: list[str] | None 
 
 
 def _small_study(root: Path) -> Path:
-    _study_on_grid(root, [DESC, ASC], 32632, from_origin(300000, 5000000, 20, 20), (40, 50))
+    _study_on_grid(root, [DESC, ASC], 32632, transform_from_origin(300000, 5000000, 20, 20), (40, 50))
     gpd.GeoDataFrame({"path_id": ["P1"], "massif": ["Vanoise"]}, geometry=[box(300100, 4999400, 300300, 4999800)],
                      crs="EPSG:32632").to_file(root / "corridors.gpkg", layer="corridors")
     pd.DataFrame({"event_id": ["E1"], "path_id": ["P1"], "date_min": ["2014-12-02"], "date_max": ["2014-12-06"],

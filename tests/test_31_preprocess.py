@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 from shapely.geometry import box
 
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError
+from avalanche_hpc.inputs.grid import transform_from_origin
 from avalanche_hpc.preprocess.deposition import compute_deposition, load_deposition, slope_aspect
 from avalanche_hpc.preprocess.tasks import (
     compute_channels,
@@ -57,7 +57,7 @@ PATCH = 16
 def _write_tif(path: Path, arr: np.ndarray, nodata=NODATA, dtype="float32", tags: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     prof = dict(driver="GTiff", height=arr.shape[0], width=arr.shape[1], count=1, dtype=dtype,
-                crs="EPSG:2154", transform=from_origin(X0, Y0, PIX, PIX), nodata=nodata)
+                crs="EPSG:2154", transform=transform_from_origin(X0, Y0, PIX, PIX), nodata=nodata)
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(arr.astype(dtype), 1)
         if tags:

@@ -14,7 +14,8 @@ from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import StageError
 from avalanche_hpc.preprocess.tasks import incomplete_tasks, preprocess_all, preprocess_task, task_is_complete
 from avalanche_hpc.store.layout import read_attrs, read_meta, read_patches
-from avalanche_hpc.store.merge import merge_store, store_info, verify_store
+from avalanche_hpc.store.merge import merge_store
+from avalanche_hpc.store.verify import store_info, verify_store
 from tests.test_31_preprocess import ORBIT, SEASON, WINTER, build_hand_study, kill_mid_write
 
 runner = CliRunner()

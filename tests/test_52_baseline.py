@@ -12,6 +12,7 @@ from avalanche_hpc.cli.main import app
 from avalanche_hpc.learn.baseline import (
     PAPER_RULE,
     apply_baseline,
+    baseline_is_complete,
     baseline_run,
     tune_baseline,
     tune_count_threshold,
@@ -96,6 +97,11 @@ def test_baseline_run_and_cli(learning_study):
     mtime = (out / "metrics.json").stat().st_mtime_ns
     assert baseline_run(learning_study, "b") == out
     assert (out / "metrics.json").stat().st_mtime_ns == mtime
+    # the executors' completeness is the same digest check: other settings are not complete
+    assert baseline_is_complete(learning_study, "b", "random")
+    assert not baseline_is_complete(learning_study, "b", "random", crop=40)
+    assert not baseline_is_complete(learning_study, "b", "random", split_seed=1)
+    assert baseline_is_complete(learning_study, "b", "random", variant="tuned")  # ran above (--variant tuned)
     res = CliRunner().invoke(app, ["baseline", str(learning_study), "--experiment", "b", "--holdout", "Nowhere"])
     assert res.exit_code != 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -11,7 +12,7 @@ import torch.hub
 from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
-from avalanche_hpc.learn.train import train_run
+from avalanche_hpc.learn.train import RunRequest, TrainSettings, run_is_complete, train_run
 from tests.fixtures_learn import make_learning_study, perturb_test_rows
 
 FAST = {"max_epochs": 3, "n_views": 2, "patience": 10, "progress": False, "batch_size": 16}
@@ -92,6 +93,12 @@ def test_deterministic_resumable_and_skipped(study):
     mtime = (resumed / "metrics.json").stat().st_mtime_ns
     train_run(study, "det", seed=2, weights="none", **FAST)
     assert (resumed / "metrics.json").stat().st_mtime_ns == mtime
+    # the executors' completeness is the same settings + data digest check
+    settings = TrainSettings(max_epochs=3, n_views=2, patience=10, batch_size=16)
+    assert run_is_complete(study, RunRequest("det", "random", 2, weights="none", settings=settings))
+    assert not run_is_complete(study, RunRequest("det", "random", 2, weights="none",
+                                                 settings=replace(settings, lr=2e-5)))
+    assert not run_is_complete(study, RunRequest("det", "random", 4, weights="none", settings=settings))
     # another seed gives another run
     other = train_run(study, "det", seed=3, weights="none", **{**FAST, "max_epochs": 1})
     assert pd.read_csv(other / "history.csv")["train_loss"][0] != ref_hist["train_loss"][0]

@@ -9,7 +9,8 @@ import pytest
 
 from avalanche_hpc.errors import ConfigError, MissingInputError
 from avalanche_hpc.hpc.jobspec import load_job, parse_job
-from avalanche_hpc.hpc.pipeline import is_complete, list_stage_tasks, run_job
+from avalanche_hpc.hpc.pipeline import run_job
+from avalanche_hpc.hpc.stages import is_complete, list_stage_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
@@ -94,11 +95,18 @@ def test_local_executor_runs_only_what_is_incomplete(tmp_path):
     assert ran == {"preprocess": [t.key for t in tasks], "merge": ["merge"]}
     assert all(is_complete(job, t) for t in tasks) and (root / "work" / "patches.h5").is_file()
     assert run_job(job, progress=False) == {"preprocess": [], "merge": []}
-    # one shard removed: only that task and the merge run again
+    # one shard removed: only that task runs again; the shard it writes has the same digest, so the
+    # store (whose digest is made of its shards' digests) is still current: completeness is digests, not mtimes
     victim = sorted((root / "work" / "shards").rglob("*.h5"))[-1]
     victim.unlink()
+    assert not is_complete(job, tasks[-1]) and not is_complete(job, list_stage_tasks(job, "merge")[0])
     ran = run_job(job, progress=False)
-    assert ran == {"preprocess": [tasks[-1].key], "merge": ["merge"]}
+    assert ran == {"preprocess": [tasks[-1].key], "merge": []}
+    # another setting is another digest: the store with the virtual layout is not the consolidated one
+    virtual = parse_job({"name": "hand", "stages": ["preprocess", "merge"], "study": {"path": str(root)},
+                         "merge": {"layout": "virtual"}}, tmp_path)
+    assert run_job(virtual, progress=False) == {"preprocess": [], "merge": ["merge"]}
+    assert run_job(virtual, progress=False) == {"preprocess": [], "merge": []}
 
 
 def test_cli_run_and_status(tmp_path):
@@ -122,3 +130,18 @@ def test_cli_run_and_status(tmp_path):
     bad.write_text('name = "hand"\nstages = ["preprocess"]\nexecutor = "slurm"\n[study]\npath = "hand"\n')
     res = runner.invoke(app, ["run", str(bad)])
     assert res.exit_code != 0 and "needs a cluster profile" in str(res.exception)
+
+
+def test_the_registry_is_the_one_list_of_stages():
+    from avalanche_hpc.hpc.ddp import TrainTask
+    from avalanche_hpc.hpc.profiles import STAGES as PROFILE_STAGES
+    from avalanche_hpc.hpc.stages import STAGE_NAMES, STAGES, get_stage, slurm_callable, slurm_task
+
+    assert STAGE_NAMES == tuple(STAGES) == PROFILE_STAGES
+    for i, stage in enumerate(STAGES.values()):  # a stage comes after what it depends on
+        assert all(STAGE_NAMES.index(d) < i for d in stage.depends), stage.name
+    assert parse_job({"name": "x", "study": {"path": "s", "preset": "tiny"}}, REPO).stages == list(STAGE_NAMES)
+    assert isinstance(slurm_callable("train"), TrainTask) and slurm_callable("merge") is slurm_task
+    assert [s.name for s in STAGES.values() if s.on_host] == ["synth", "check"]
+    with pytest.raises(ConfigError, match="unknown stage 'detect' -> valid stages: synth, check"):
+        get_stage("detect")

@@ -126,7 +126,7 @@ def test_ddp_two_ranks_match_one_rank(slurm_cluster, reference_run):
 def test_requeued_training_resumes_and_matches(slurm_cluster, reference_run):
     from avalanche_hpc.hpc.ddp import EpochPause, TrainTask
     from avalanche_hpc.hpc.launcher import _executor
-    from avalanche_hpc.hpc.pipeline import list_stage_tasks
+    from avalanche_hpc.hpc.stages import list_stage_tasks
 
     root, ref = reference_run
     job = parse_job({"name": "requeue", "experiment": "requeue", "stages": ["train"], "study": {"path": str(root)},

@@ -1,4 +1,4 @@
-"""The SNAP stage without SNAP: product names, gpt command lines, staging checks, scene assembly, the CLI.
+"""The SNAP step without SNAP: product names, gpt command lines, auxdata checks, scene assembly, the CLI.
 
 SNAP itself cannot run here. Where a test needs a ``gpt`` executable to exercise the task
 plumbing (checks before start, temporary output + rename, assembly onto the DEM grid), it
@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError
+from avalanche_hpc.inputs.grid import transform_from_origin
 from avalanche_hpc.inputs.products import list_products, parse_product_name, relative_orbit
 from avalanche_hpc.inputs.snap import gpt as gptmod
 from avalanche_hpc.inputs.snap.auxdata import (
     egm96_path,
+    fetch_auxdata,
     orbit_dir,
-    stage_auxdata,
     staged_dem_path,
     verify_auxdata,
 )
@@ -68,7 +68,7 @@ def make_study(root: Path) -> Path:
     Study.write_config(root, cfg)
     dem = (1500 + np.arange(H * W, dtype="float32").reshape(H, W)).astype("float32")
     with rasterio.open(root / "dem.tif", "w", driver="GTiff", width=W, height=H, count=1, dtype="float32",
-                       crs=f"EPSG:{EPSG}", transform=from_origin(*ORIGIN, 20, 20), nodata=-9999) as ds:
+                       crs=f"EPSG:{EPSG}", transform=transform_from_origin(*ORIGIN, 20, 20), nodata=-9999) as ds:
         ds.write(dem, 1)
     return root
 
@@ -193,7 +193,7 @@ def test_missing_gpt_says_how_to_use_the_image(monkeypatch, tmp_path):
     assert "apptainer exec" in msg and "avalanche.sif" in msg and "image =" in msg
 
 
-# -- staging for offline nodes ---------------------------------------------------------------------
+# -- auxdata for offline nodes ----------------------------------------------------------------------
 def orbit_name(mission: str, start: dt.datetime) -> str:
     v0, v1 = start - dt.timedelta(hours=2), start + dt.timedelta(hours=24)
     return (f"{mission}_OPER_AUX_POEORB_OPOD_{start + dt.timedelta(days=20):%Y%m%dT%H%M%S}_"
@@ -207,7 +207,7 @@ def test_verification_lists_every_missing_file_before_gpt(study, tmp_path):
     text = "\n".join(map(str, problems))
     assert len(problems) == 4  # DEM, geoid, two orbit files
     assert "external DEM" in text and "EGM96" in text and S1A_DESC in text and S1A_ASC in text
-    assert "S1A/2017/01" in text and "snap-stage" in text
+    assert "S1A/2017/01" in text and "snap-auxdata" in text
     # an orbit file with the right name in SNAP's folder satisfies the check; one not covering the time does not
     folder = orbit_dir(st) / "S1A" / "2017" / "01"
     folder.mkdir(parents=True)
@@ -239,10 +239,10 @@ def orbit_mirror(tmp_path):
     srv.shutdown()
 
 
-def test_stage_auxdata_from_a_mirror_then_verify(study, orbit_mirror):
+def test_fetch_auxdata_from_a_mirror_then_verify(study, orbit_mirror):
     st = Study.load(study)
     prods = [parse_product_name(f"{n}.zip") for n in (S1A_DESC, S1A_ASC)]
-    problems = stage_auxdata(st, prods, base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
+    problems = fetch_auxdata(st, prods, base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
                              egm96_url=f"{orbit_mirror}/dem/egm96/ww15mgh_b.zip")
     assert problems == []
     staged = sorted(p.relative_to(orbit_dir(st)).as_posix() for p in orbit_dir(st).rglob("*.zip"))
@@ -256,11 +256,11 @@ def test_stage_auxdata_from_a_mirror_then_verify(study, orbit_mirror):
     from avalanche_hpc.errors import StageError
 
     with pytest.raises(StageError, match=S1B_DESC):
-        stage_auxdata(st, [parse_product_name(S1B_DESC)], base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
+        fetch_auxdata(st, [parse_product_name(S1B_DESC)], base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
                       egm96_url=f"{orbit_mirror}/dem/egm96/ww15mgh_b.zip")
 
 
-# -- the stage and the CLI ---------------------------------------------------------------------------
+# -- the snap step and the CLI -----------------------------------------------------------------------
 FAKE_GPT = r'''#!{python}
 """Stand-in for SNAP gpt (tests only): writes Sigma0_VV, Sigma0_VH, layoverShadowMask like the graph's Write."""
 import sys
@@ -293,7 +293,7 @@ def fake_gpt(tmp_path, monkeypatch):
     return exe
 
 
-def test_snap_stage_checks_staging_first_then_runs_places_and_skips(study, tmp_path, fake_gpt, orbit_mirror):
+def test_snap_checks_auxdata_first_then_runs_places_and_skips(study, tmp_path, fake_gpt, orbit_mirror):
     prods = make_products(tmp_path / "grd", [S1A_DESC, S1A_ASC])
     with pytest.raises(InputError, match="product not found"):
         snap_product(study, tmp_path / "elsewhere" / f"{S1A_DESC}.zip", scratch=tmp_path / "scratch")
@@ -302,7 +302,7 @@ def test_snap_stage_checks_staging_first_then_runs_places_and_skips(study, tmp_p
         snap_products(study, tmp_path / "grd", scratch=tmp_path / "scratch", cpus=2, mem_gb=8, progress=False)
     assert not (study / "scenes").exists()
     st = Study.load(study)
-    stage_auxdata(st, [parse_product_name(p) for p in prods], base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
+    fetch_auxdata(st, [parse_product_name(p) for p in prods], base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
                   egm96_url=f"{orbit_mirror}/dem/egm96/ww15mgh_b.zip")
     assert len(list_tasks(study, tmp_path / "grd")) == 2
     out = snap_products(study, tmp_path / "grd", scratch=tmp_path / "scratch", cpus=2, mem_gb=8, progress=False)
@@ -335,7 +335,7 @@ def test_two_slices_of_one_date_are_mosaicked(study, tmp_path, fake_gpt):
     slice2 = raw_path(st, tasks[0]).with_name("S1A_IW_GRDH_1SDV_20170110T054350_20170110T054415_014779_018103_2B7C.tif")
     slice2.parent.mkdir(parents=True)
     with rasterio.open(slice2, "w", driver="GTiff", width=20, height=30, count=3, dtype="float32", crs=f"EPSG:{EPSG}",
-                       transform=from_origin(ORIGIN[0] + 20 * 20, ORIGIN[1], 20, 20)) as ds:
+                       transform=transform_from_origin(ORIGIN[0] + 20 * 20, ORIGIN[1], 20, 20)) as ds:
         ds.write(np.stack([np.full((30, 20), 0.5, "float32"), np.full((30, 20), 0.125, "float32"),
                            np.zeros((30, 20), "float32")]))
     from avalanche_hpc.inputs.snap.tasks import assemble_scene
@@ -368,6 +368,17 @@ def test_cli_dry_run_prints_gpt_command_lines(study, tmp_path, monkeypatch):
     assert r.output.startswith("apptainer exec --bind /scratch,") and "/img/avalanche.sif gpt -J-Xmx" in r.output
 
 
+def test_cli_snap_auxdata_check_and_its_deprecated_alias(study, tmp_path):
+    d = tmp_path / "grd"
+    make_products(d, [S1A_DESC])
+    for command in ("snap-auxdata", "snap-stage"):  # snap-stage: the old name, hidden but still accepted
+        r = CliRunner().invoke(app, [command, str(study), "--products", str(d), "--check"])
+        assert r.exit_code != 0 and isinstance(r.exception, InputError)
+        assert "no precise orbit file" in str(r.exception) and "snap-auxdata" in str(r.exception)
+    helptext = CliRunner().invoke(app, ["--help"]).output
+    assert "snap-auxdata" in helptext and "snap-stage" not in helptext
+
+
 def test_cli_bad_product_name_fails_clearly(study, tmp_path):
     d = tmp_path / "grd"
     make_products(d, [S1A_DESC])
@@ -380,7 +391,7 @@ def test_cli_bad_product_name_fails_clearly(study, tmp_path):
 def test_failing_gpt_leaves_nothing_half_written(study, tmp_path, fake_gpt, orbit_mirror):
     prods = make_products(tmp_path / "grd", [S1A_DESC])
     st = Study.load(study)
-    stage_auxdata(st, [parse_product_name(prods[0])], base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
+    fetch_auxdata(st, [parse_product_name(prods[0])], base_url=f"{orbit_mirror}/orbits/Sentinel-1/",
                   egm96_url=f"{orbit_mirror}/dem/egm96/ww15mgh_b.zip")
     fake_gpt.write_text(f"#!{sys.executable}\nimport sys\nopen([a[9:] for a in sys.argv if a.startswith('-Poutput=')][0],"
                         " 'w').write('half')\nsys.exit(1)\n", encoding="utf-8")
@@ -410,7 +421,7 @@ def test_stage_dem_warps_a_real_raster_into_another_utm_zone(tmp_path):
     x0, y0 = round(left / 20) * 20, round(top / 20) * 20
     w, h = int((right - left) // 20) - 2, int((top - bottom) // 20) - 2
     with rasterio.open(root / "dem.tif", "w", driver="GTiff", width=w, height=h, count=1, dtype="float32",
-                       crs=f"EPSG:{EPSG}", transform=from_origin(x0, y0, 20, 20), nodata=-9999) as ds:
+                       crs=f"EPSG:{EPSG}", transform=transform_from_origin(x0, y0, 20, 20), nodata=-9999) as ds:
         ds.write(np.zeros((h, w), "float32"), 1)
     out = stage_dem(Study.load(root), source=real)
     with rasterio.open(out) as d:

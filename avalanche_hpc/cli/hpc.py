@@ -31,7 +31,7 @@ def run(
         if "report" in spec.stages:
             from avalanche_hpc.study import Study
 
-            typer.echo(f"report: {Study.load(spec.root).reports_dir(spec.experiment) / 'index.html'}")
+            typer.echo(f"report: {Study.load(spec.root).report_index(spec.experiment)}")
     else:
         typer.echo("submitted: " + (", ".join(f"{s} array {a} ({len(result.submitted[s])} tasks)"
                                               for s, a in result.arrays.items()) or "nothing (all complete or running)"))

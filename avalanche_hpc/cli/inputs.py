@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from avalanche_hpc.cli.options import OverwriteOpt, StudyArg
 from avalanche_hpc.errors import InputError, Problem
+from avalanche_hpc.progress import track
 
 console = Console()
 inputs_app = typer.Typer(help="Validate the study's inputs against the data contract (docs/data-contract.md).",
@@ -20,13 +20,11 @@ inputs_app = typer.Typer(help="Validate the study's inputs against the data cont
 PROGRESS_MIN = 50  # show a progress bar from this many scene rasters on
 
 
-def _progress(items: list, total: int, description: str) -> Iterable:
+def _progress(items: Iterable, total: int, description: str) -> Iterable:
     if total < PROGRESS_MIN:
         yield from items
         return
-    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=Console(stderr=True), transient=True) as bar:
-        yield from bar.track(items, total=total, description=description)
+    yield from track(items, description, total=total)
 
 
 @inputs_app.command("check")

@@ -52,9 +52,10 @@ def train(
     from avalanche_hpc.learn.train import train_run
 
     name = _split_name(study, split, holdout)
-    out = train_run(study, experiment, name, seed, weights, max_epochs, not no_feature_bank,
-                    split_seed=split_seed, weights_sha256=weights_sha256, patience=patience, n_views=views,
-                    device=device, checkpoint_interval_s=checkpoint_interval, force=force)
+    out = train_run(study, experiment, split=name, seed=seed, weights=weights, weights_sha256=weights_sha256,
+                    split_seed=split_seed, max_epochs=max_epochs, patience=patience,
+                    feature_bank=not no_feature_bank, n_views=views, device=device,
+                    checkpoint_interval_s=checkpoint_interval, force=force)
     typer.echo(f"{out}")
 
 
@@ -73,7 +74,7 @@ def baseline(
     """Tune the change-detection thresholding baseline on the validation set and evaluate it."""
     from avalanche_hpc.learn.baseline import baseline_run
 
-    out = baseline_run(study, experiment, _split_name(study, split, holdout), split_seed=split_seed, force=force,
+    out = baseline_run(study, experiment, split=_split_name(study, split, holdout), split_seed=split_seed, force=force,
                        variant=variant)
     typer.echo(f"{out}")
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from avalanche_hpc.cli.options import ForceOpt, StudyArg
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.study import Study, parse_yyyymmdd
 
 store_app = typer.Typer(help="The HDF5 patch store: merge the shards, verify, count.", no_args_is_help=True)
 
@@ -19,7 +20,7 @@ def _parse_date(text: str | None) -> dt.date | None:
     if text is None:
         return None
     try:
-        return dt.datetime.strptime(text, "%Y%m%d").date()
+        return parse_yyyymmdd(text)
     except ValueError:
         raise ConfigError(f"--date {text!r} is not a date -> write it as YYYYMMDD, e.g. 20180107") from None
 
@@ -42,7 +43,7 @@ def preprocess(
         typer.echo(shard if shard is not None else f"{season}/{orbit}/{date}: first date of the season, no shard")
         return
     paths = preprocess_all(study, force=force, progress=True, season=season, orbit=orbit)
-    typer.echo(f"{len(paths)} shards under {study / 'work' / 'shards'}")
+    typer.echo(f"{len(paths)} shards under {Study.load(study).shards_dir}")
 
 
 @store_app.command("merge")
@@ -62,7 +63,7 @@ def merge(
 @store_app.command("verify")
 def verify(study: StudyArg) -> None:
     """Check schema, shapes, NaN policy and labels against fresh label maps; exit 1 on any problem."""
-    from avalanche_hpc.store.merge import verify_store
+    from avalanche_hpc.store.verify import verify_store
 
     problems = verify_store(study)
     for p in problems:
@@ -76,10 +77,10 @@ def verify(study: StudyArg) -> None:
 @store_app.command("info")
 def info(study: StudyArg) -> None:
     """Print patch counts per massif, orbit, season and label."""
-    from avalanche_hpc.store.merge import store_info
+    from avalanche_hpc.store.verify import store_info
 
     df = store_info(study)
-    table = Table(title=f"patches in {study / 'work' / 'patches.h5'}")
+    table = Table(title=f"patches in {Study.load(study).store_path}")
     for col in df.columns:
         table.add_column(col, justify="right" if col in ("positive", "negative", "unknown", "total") else "left")
     for row in df.itertuples(index=False):

@@ -9,14 +9,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from avalanche_hpc.cli.options import ExperimentOpt, StudyArg
+
+if TYPE_CHECKING:
+    from typer._click import Context  # typer vendors click; TyperGroup.parse_args takes this Context
 
 DEFAULT_COMMAND = "build"
 
@@ -24,7 +26,7 @@ DEFAULT_COMMAND = "build"
 class DefaultCommandGroup(TyperGroup):
     """A group that runs ``build`` when its first argument is not one of its commands."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)

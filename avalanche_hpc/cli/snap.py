@@ -1,4 +1,7 @@
-"""``avalanche-hpc snap`` (GRD products -> scenes/ through SNAP gpt) and ``snap-stage`` (auxdata for offline nodes)."""
+"""``avalanche-hpc snap`` (GRD products -> scenes/ through SNAP gpt) and ``snap-auxdata`` (auxdata for offline nodes).
+
+``snap-stage`` is the old name of ``snap-auxdata``: still accepted, hidden from ``--help``, and it warns.
+"""
 
 from __future__ import annotations
 
@@ -42,33 +45,35 @@ def snap(
     out = snap_products(study, _products(products), dry_run=dry_run, cpus=cpus, mem_gb=mem_gb, graph=graph,
                         profile=profile, scratch=scratch, force=force)
     for item in out:
-        typer.echo(shlex.join(item) if dry_run else str(item))
+        typer.echo(str(item) if isinstance(item, Path) else shlex.join(item))  # dry run: command lines
 
 
-def snap_stage(
+def snap_auxdata(
     study: StudyArg,
     products: ProductsOpt,
     orbits_url: Annotated[str, typer.Option("--orbits-url", help="Base URL of the Sentinel-1 orbit mirror (SNAP's own).")]
     = "https://step.esa.int/auxdata/orbits/Sentinel-1/",
     dem_source: Annotated[Path | None, typer.Option("--dem-source", help="DEM to warp into the study CRS (default STUDY/dem.tif).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Only verify what is staged; download nothing.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only verify the auxdata already there; download nothing.")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Stage precise orbit files, the EGM96 geoid and the external DEM for offline compute nodes (needs internet)."""
+    """Download precise orbit files and the EGM96 geoid, warp the external DEM: auxdata for offline compute nodes (needs internet)."""
     from avalanche_hpc.errors import InputError
     from avalanche_hpc.inputs.products import list_products
-    from avalanche_hpc.inputs.snap.auxdata import snap_work_dir, stage_auxdata, verify_auxdata
+    from avalanche_hpc.inputs.snap.auxdata import fetch_auxdata, snap_work_dir, verify_auxdata
     from avalanche_hpc.study import Study
 
     st, prods = Study.load(study), list_products(_products(products))
     problems = (verify_auxdata(st, prods) if check
-                else stage_auxdata(st, prods, base_url=orbits_url, dem_source=dem_source, force_dem=force))
+                else fetch_auxdata(st, prods, base_url=orbits_url, dem_source=dem_source, force_dem=force))
     if problems:
         raise InputError(problems)
-    typer.echo(f"staged: orbit files for {len(prods)} product(s), DEM and geoid under {snap_work_dir(st)}")
+    typer.echo(f"auxdata ready: orbit files for {len(prods)} product(s), DEM and geoid under {snap_work_dir(st)}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``snap`` and ``snap-stage`` to the root app."""
+    """Add ``snap``, ``snap-auxdata`` and the deprecated alias ``snap-stage`` to the root app."""
     app.command("snap")(snap)
-    app.command("snap-stage")(snap_stage)
+    app.command("snap-auxdata")(snap_auxdata)
+    app.command("snap-stage", hidden=True, deprecated=True,
+                help="Deprecated name of snap-auxdata (same options).")(snap_auxdata)

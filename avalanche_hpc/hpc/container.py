@@ -30,7 +30,7 @@ host's client must be bound in, read-only:
 * authentication: the munge socket directory ``/run/munge`` (``/var/run/munge``);
 * the ``slurm`` user in ``/etc/passwd`` (Apptainer binds the host's ``/etc/passwd`` entries by default).
 
-``requeue_binds()`` returns the usual set; sites differ, so the profile's ``binds`` is the
+``REQUEUE_BINDS`` lists the usual set; sites differ, so the profile's ``binds`` is the
 place to adjust. The alternative that needs none of this: keep submitit (and its signal
 handler) on the host and put only the workload in the container, i.e. launch
 ``apptainer exec ... python -m ...`` as a *command* job; submitit's own Python then runs on
@@ -65,7 +65,7 @@ def profile_field(profile: Any, name: str, default: Any = None) -> Any:
     return getattr(profile, name, default)
 
 
-def load_profile(profile: Any) -> Any:
+def as_profile(profile: Any) -> Any:
     """A profile as given (mapping or ``Profile``), or read and validated from a TOML file path."""
     if isinstance(profile, (str, Path)):
         from avalanche_hpc.hpc.profiles import load_profile as load_validated
@@ -74,15 +74,10 @@ def load_profile(profile: Any) -> Any:
     return profile
 
 
-def requeue_binds(existing_only: bool = True) -> list[str]:
-    """Host paths to bind so that ``scontrol requeue`` works from inside the image (those present here)."""
-    return [p for p in REQUEUE_BINDS if not existing_only or Path(p).exists()]
-
-
 def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv: bool | None = None,
                      check_image: bool = False) -> list[str] | None:
     """``[apptainer, exec, --nv, --bind, a,b, image.sif]`` when the profile names ``image``, else None."""
-    profile = load_profile(profile)
+    profile = as_profile(profile)
     if profile is None:
         return None
     image = profile_field(profile, "image")

@@ -24,22 +24,23 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import submitit
+import torch
 
-from avalanche_hpc.hpc.jobspec import JobSpec
-from avalanche_hpc.hpc.pipeline import Task, configure_task_logging
+from avalanche_hpc.hpc.task import Task, configure_task_logging
+from avalanche_hpc.learn.train import DistContext, train_run
+
+if TYPE_CHECKING:  # jobspec -> stages -> ddp at run time: the spec's type only
+    from avalanche_hpc.hpc.jobspec import JobSpec
 
 log = logging.getLogger(__name__)
 
 
-def init_distributed() -> Any:
+def init_distributed() -> DistContext | None:
     """Join the process group of this SLURM job's ranks; returns a ``train.DistContext`` or None (1 rank)."""
-    import torch
-
-    from avalanche_hpc.learn.train import DistContext
-
     env = submitit.JobEnvironment()
     if env.num_tasks <= 1:
         return None
@@ -55,8 +56,6 @@ def init_distributed() -> Any:
 
 
 def close_distributed() -> None:
-    import torch
-
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -65,8 +64,6 @@ class TrainTask(submitit.helpers.Checkpointable):
     """One (split, seed) training run as a SLURM (array) task; requeued on USR2 and resumed."""
 
     def __call__(self, job: JobSpec, task: Task, **overrides: Any) -> str:
-        from avalanche_hpc.learn.train import train_run
-
         configure_task_logging()
         split, seed = task.args
         dist = init_distributed()
@@ -98,6 +95,4 @@ class EpochPause:
         self.seconds = float(seconds)
 
     def __call__(self, epoch: int) -> None:
-        import time
-
         time.sleep(self.seconds)

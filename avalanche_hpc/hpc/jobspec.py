@@ -24,36 +24,33 @@ Everything is validated before any work starts; an unknown key is answered with 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from avalanche_hpc.errors import ConfigError, MissingInputError
-from avalanche_hpc.hpc.profiles import STAGES, StageName
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from avalanche_hpc.config import StrictModel, config_error, read_toml
+from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
+from avalanche_hpc.learn.splits import holdout_split_name
 
 
-class StudySpec(_Model):
+class StudySpec(StrictModel):
     path: Path = Field(description="study directory (relative: to the job file's folder)")
     preset: str | None = Field(None, description="synthetic preset made at 'path' when it has no study.toml")
     seed: int = Field(0, description="seed of the synthetic study")
 
 
-class PreprocessSpec(_Model):
+class PreprocessSpec(StrictModel):
     force: bool = False
 
 
-class MergeSpec(_Model):
+class MergeSpec(StrictModel):
     force: bool = False
     layout: Literal["consolidated", "virtual"] = "consolidated"
 
 
-class TrainSpec(_Model):
+class TrainSpec(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     splits: list[str] = Field(default_factory=lambda: ["random"])
     holdouts: list[str] = Field(default_factory=list, description="massif names held out (one split each)")
@@ -85,17 +82,17 @@ def _all_variants() -> list[BaselineVariant]:
     return ["paper", "tuned"]
 
 
-class BaselineSpec(_Model):
+class BaselineSpec(StrictModel):
     crop: int = 50
     force: bool = False
     # paper: the paper's baseline (fixed per-pixel rule, count threshold tuned); tuned: all three tuned
     variants: list[BaselineVariant] = Field(default_factory=_all_variants, min_length=1)
 
 
-class JobSpec(_Model):
+class JobSpec(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
-    stages: list[StageName] = Field(default_factory=lambda: list(STAGES), min_length=1)
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
     executor: Literal["local", "slurm"] = "local"
     profile: Path | None = None
     study: StudySpec
@@ -109,13 +106,13 @@ class JobSpec(_Model):
     @classmethod
     def _ordered_unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
-            raise ValueError(f"a stage is listed twice: {v}")
-        return sorted(v, key=STAGES.index)
+            raise ConfigError(f"a stage is listed twice: {v}")
+        return sorted(v, key=STAGE_NAMES.index)
 
     @model_validator(mode="after")
     def _synth_needs_preset(self) -> JobSpec:
         if "synth" in self.stages and not self.study.preset:
-            raise ValueError("stage 'synth' needs study.preset (e.g. preset = \"tiny\"), or drop 'synth' from stages")
+            raise ConfigError("stage 'synth' needs study.preset (e.g. preset = \"tiny\"), or drop 'synth' from stages")
         return self
 
     @property
@@ -123,31 +120,8 @@ class JobSpec(_Model):
         return self.study.path
 
     def split_names(self) -> list[str]:
-        from avalanche_hpc.learn.splits import holdout_split_name
-
         names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
         return list(dict.fromkeys(names))
-
-
-def _explain(err: ValidationError, file: Path) -> str:
-    sections = {"study": StudySpec, "preprocess": PreprocessSpec, "merge": MergeSpec, "train": TrainSpec,
-                "baseline": BaselineSpec}
-    lines = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        key = ".".join(loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            model = sections.get(loc[0], JobSpec) if len(loc) > 1 else JobSpec
-            valid = [k for k in model.model_fields if k != "source"]
-            lines.append(f"  - {key}: unknown key -> valid keys here: {', '.join(valid)}")
-        elif e["type"] == "literal_error" and loc and loc[0] == "stages":
-            lines.append(f"  - {key}: unknown stage {e.get('input')!r} -> valid stages: {', '.join(STAGES)}")
-        elif e["type"] == "missing":
-            lines.append(f"  - {key}: missing -> add it (see jobs/demo.toml)")
-        else:
-            shown = "" if isinstance(e.get("input"), dict | list) else f" (got {e.get('input')!r})"
-            lines.append(f"  - {key}: {e['msg']}{shown}")
-    return f"{file}: {len(lines)} problem(s) in the job spec:\n" + "\n".join(lines)
 
 
 def parse_job(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> JobSpec:
@@ -160,18 +134,14 @@ def parse_job(data: dict[str, Any], base_dir: Path, source: Path | None = None) 
     try:
         return JobSpec.model_validate({**data, "source": source})
     except ValidationError as e:
-        raise ConfigError(_explain(e, source or Path("<job>"))) from e
+        raise config_error(e, source or Path("<job>"), JobSpec, kind="job spec", doc="jobs/demo.toml",
+                           nouns={"stages": "stage"}) from e
 
 
 def load_job(path: str | Path) -> JobSpec:
     """Read and validate a job TOML file."""
     path = Path(path).resolve()
-    if not path.is_file():
-        raise MissingInputError(f"job spec {path} does not exist -> see jobs/demo.toml for an example")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    data = read_toml(path, what="job spec", example="jobs/demo.toml for an example")
     if "source" in data:
         raise ConfigError(f"{path}: 'source' is not a job key")
     return parse_job(data, path.parent, path)

@@ -28,12 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import submitit
+from submitit.slurm.slurm import _make_sbatch_string
+
 from avalanche_hpc.atomic import write_json
 from avalanche_hpc.errors import ConfigError, StageError
 from avalanche_hpc.hpc.container import python_setting
 from avalanche_hpc.hpc.jobspec import JobSpec
-from avalanche_hpc.hpc.pipeline import DEPENDS, HOST_STAGES, Task, is_complete, list_stage_tasks, run_task, slurm_task
 from avalanche_hpc.hpc.profiles import Profile, load_profile
+from avalanche_hpc.hpc.stages import get_stage, is_complete, list_stage_tasks, run_task, slurm_callable
+from avalanche_hpc.hpc.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,8 @@ def python_for(profile: Profile) -> str:
 
 def slurm_parameters(job: JobSpec, profile: Profile, stage: str, dependency: str | None = None) -> dict[str, Any]:
     """The submitit ``SlurmExecutor`` parameters of one stage's array (also used to render goldens)."""
-    r = profile.resources(stage)
+    spec = get_stage(stage)
+    r = profile.resources(spec.resources_key)
     params: dict[str, Any] = {
         "job_name": f"avalanche-{job.name}-{stage}",
         "time": r.time_min,
@@ -112,9 +117,9 @@ def slurm_parameters(job: JobSpec, profile: Profile, stage: str, dependency: str
     if dependency:
         params["dependency"] = dependency
     extra = dict(profile.sbatch)
-    if stage == "train" or extra:
-        # the DDP ranks of a task find each other through SLURM; requeue is how checkpointing resumes
-        params["additional_parameters"] = {**({"requeue": True} if stage == "train" else {}), **extra}
+    if spec.requeue or extra:
+        # requeue is how checkpointing resumes (train: the DDP ranks of a task find each other through SLURM)
+        params["additional_parameters"] = {**({"requeue": True} if spec.requeue else {}), **extra}
     return params
 
 
@@ -127,17 +132,13 @@ def _mem(mem_gb: float | None) -> str | None:
 def render_sbatch(job: JobSpec, profile: Profile, stage: str, n_tasks: int, dependency: str | None = None,
                   folder: Path | None = None) -> str:
     """The sbatch script submitit writes for a stage's array of ``n_tasks`` (for review and goldens)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     params = slurm_parameters(job, profile, stage, dependency)
     folder = folder or JobFiles.of(job, profile).stage_folder(stage)
     command = " ".join([python_for(profile), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=n_tasks if n_tasks > 1 else None, **params)
 
 
-def _executor(job: JobSpec, profile: Profile, stage: str, dependency: str | None):
-    import submitit
-
+def _executor(job: JobSpec, profile: Profile, stage: str, dependency: str | None) -> submitit.SlurmExecutor:
     folder = JobFiles.of(job, profile).stage_folder(stage)
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues, python=python_for(profile))
     params = slurm_parameters(job, profile, stage, dependency)
@@ -284,30 +285,31 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
     if prof.executor != "slurm":
         raise ConfigError(f"profile {prof.name!r} has executor = {prof.executor!r}; the slurm executor needs a "
                           "slurm profile (slurm/profiles/local.toml)")
-    if job.train.batch_size is not None and job.train.batch_size < prof.resources("train").tasks_per_node:
-        raise ConfigError(f"train.batch_size {job.train.batch_size} is smaller than the {prof.name} profile's "
-                          "DDP ranks (stages.train.tasks_per_node)")
-    for stage in HOST_STAGES:
-        if stage in job.stages:
-            for task in list_stage_tasks(job, stage) or []:
-                if stage == "check" or not is_complete(job, task):
-                    log.info("%s: %s", stage, run_task(job, task))
+    for name in job.stages:
+        fits = get_stage(name).check_profile
+        if fits is not None:
+            fits(job, prof)
+    host = [s for s in job.stages if get_stage(s).on_host]
+    for stage in host:
+        for task in list_stage_tasks(job, stage) or []:
+            if not is_complete(job, task):
+                log.info("%s: %s", stage, run_task(job, task))
     files = JobFiles.of(job, prof)
     record = files.read()
     sub = Submission(job, files)
     waiting_on: dict[str, list[str]] = {}  # stage -> array ids downstream stages must wait for
     # SLURM's view of every task recorded before this submission: one sacct and one squeue call per job
-    recorded = [j for stage in job.stages if stage not in HOST_STAGES for j in _recorded_ids(record, stage).values()]
+    recorded = [j for stage in job.stages if stage not in host for j in _recorded_ids(record, stage).values()]
     states, held = sacct_states(recorded), squeue_states(recorded)
     for stage in job.stages:
-        if stage in HOST_STAGES:
+        if stage in host:
             continue
         tasks = list_stage_tasks(job, stage)
         if tasks is None:
             raise StageError(f"cannot list the {stage} tasks: {job.root / 'study.toml'} is missing -> add 'synth' "
                              "to the job's stages or point study.path at an existing study")
         active = _active_tasks(record, stage, states, held)
-        upstream = sorted({a for d in DEPENDS[stage] for a in waiting_on.get(d, [])})
+        upstream = sorted({a for d in get_stage(stage).depends for a in waiting_on.get(d, [])})
         if upstream:  # upstream outputs will change: every task again (stage functions skip what is current)
             todo = [t for t in tasks if t.key not in active]
         else:
@@ -319,8 +321,7 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
             continue
         dependency = "afterok:" + ":".join(upstream) if upstream else None
         ex = _executor(job, prof, stage, dependency)
-        fn = _stage_callable(stage)
-        jobs = ex.map_array(fn, [job] * len(todo), todo)
+        jobs = ex.map_array(slurm_callable(stage), [job] * len(todo), todo)
         array_id = jobs[0].job_id.split("_")[0]
         sub.arrays[stage] = array_id
         sub.submitted[stage] = [(t.key, j.job_id) for t, j in zip(todo, jobs, strict=False)]
@@ -339,14 +340,6 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
     record.update({"job": job.name, "study": str(job.root), "experiment": job.experiment, "profile": prof.name})
     files.write(record)
     return sub
-
-
-def _stage_callable(stage: str):
-    if stage == "train":
-        from avalanche_hpc.hpc.ddp import TrainTask
-
-        return TrainTask()
-    return slurm_task
 
 
 __all__ = [

@@ -21,23 +21,19 @@ Units: ``time_min`` minutes, ``mem_gb`` GiB per node, ``signal_delay_s`` seconds
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.config import StrictModel, config_error, read_toml
+from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.hpc.stages import STAGE_NAMES, ResourcesKey
 
-STAGES = ("synth", "check", "preprocess", "merge", "train", "baseline", "report")
-StageName = Literal["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+STAGES = STAGE_NAMES  # the pipeline's stages, in order (the registry: hpc/stages.py)
 
 
-class Resources(_Model):
+class Resources(StrictModel):
     """What one task of a stage asks SLURM for. Every field is optional in a stage override."""
 
     time_min: int | None = Field(None, ge=1, description="wall-clock limit per task (minutes)")
@@ -55,7 +51,7 @@ class Resources(_Model):
 DEFAULT_RESOURCES = Resources(time_min=60, cpus_per_task=1, mem_gb=4, gpus_per_node=0, nodes=1, tasks_per_node=1)
 
 
-class Profile(_Model):
+class Profile(StrictModel):
     """A cluster profile (see the module docstring and slurm/profiles/example-university.toml)."""
 
     name: str
@@ -74,64 +70,36 @@ class Profile(_Model):
     sbatch: dict[str, str | int | bool] = Field(default_factory=dict,
                                                description="extra #SBATCH options, e.g. {mail-type = 'FAIL'}")
     defaults: Resources = Field(default_factory=Resources)
-    stages: dict[StageName, Resources] = Field(default_factory=dict)
+    stages: dict[ResourcesKey, Resources] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _binds_need_image(self) -> Profile:
         if self.binds and not self.image:
-            raise ValueError("'binds' is set but 'image' is not: binds only apply inside an Apptainer image")
+            raise ConfigError("'binds' is set but 'image' is not: binds only apply inside an Apptainer image")
         return self
 
     def resources(self, stage: str) -> Resources:
-        """The resources of one stage: built-in defaults < [defaults] < [stages.STAGE]."""
+        """The resources of one stage (its registry ``resources_key``): built-in defaults < [defaults] < [stages.KEY]."""
         merged: dict[str, Any] = DEFAULT_RESOURCES.model_dump()
         merged["partition"], merged["qos"] = self.partition, self.qos
         merged["array_parallelism"] = self.array_parallelism
-        for layer in (self.defaults, self.stages.get(stage)):  # type: ignore[call-overload]
+        for layer in (self.defaults, self.stages.get(stage)):
             if layer is not None:
                 merged.update({k: v for k, v in layer.model_dump().items() if v is not None})
         return Resources(**merged)
-
-
-def _valid_keys(model: type[BaseModel]) -> str:
-    return ", ".join(model.model_fields)
-
-
-def _explain(err: ValidationError, file: Path, root_model: type[BaseModel]) -> str:
-    """One line per error with its key path and, for an unknown key, the valid keys at that place."""
-    lines = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        key = ".".join(loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            model = root_model
-            if loc[0] in ("defaults", "stages") and len(loc) > 1:
-                model = Resources
-            valid = _valid_keys(model)
-            lines.append(f"  - {key}: unknown key -> valid keys here: {valid}")
-        elif e["type"] == "literal_error" and loc and loc[0] == "stages":
-            lines.append(f"  - {key}: unknown stage -> valid stages: {', '.join(STAGES)}")
-        else:
-            shown = "" if isinstance(e.get("input"), dict | list) else f" (got {e.get('input')!r})"
-            lines.append(f"  - {key}: {e['msg']}{shown}")
-    return f"{file}: {len(lines)} problem(s) in the cluster profile:\n" + "\n".join(lines)
 
 
 def parse_profile(data: dict[str, Any], source: str | Path = "<profile>") -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_explain(e, Path(source), Profile)) from e
+        raise config_error(e, source, Profile, kind="cluster profile", doc="slurm/profiles/example-university.toml",
+                           nouns={"stages": "stage"}) from e
 
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile TOML file; errors name the file, the key and the valid keys."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"cluster profile {path} does not exist -> see slurm/profiles/ for examples "
-                                "(local.toml, example-university.toml)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    data = read_toml(path, what="cluster profile",
+                     example="slurm/profiles/ for examples (local.toml, example-university.toml)")
     return parse_profile(data, path)

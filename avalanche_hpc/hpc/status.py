@@ -14,8 +14,8 @@ from rich.table import Table
 
 from avalanche_hpc.hpc.jobspec import JobSpec
 from avalanche_hpc.hpc.launcher import ACTIVE_STATES, JobFiles, sacct_states
-from avalanche_hpc.hpc.pipeline import is_complete, list_stage_tasks
 from avalanche_hpc.hpc.profiles import Profile
+from avalanche_hpc.hpc.stages import get_stage
 
 DONE, PENDING, RUNNING, FAILED, NOT_SUBMITTED, STALE = "done", "pending", "running", "failed", "not submitted", "stale"
 _STYLE = {DONE: "green", PENDING: "yellow", RUNNING: "cyan", FAILED: "bold red", NOT_SUBMITTED: "dim", STALE: "magenta"}
@@ -41,7 +41,8 @@ def job_status(job: JobSpec, profile: Profile | None = None) -> list[TaskStatus]
     has_study = (job.root / "study.toml").is_file()
     rows: list[TaskStatus] = []
     for stage in job.stages:
-        tasks = list_stage_tasks(job, stage)
+        spec = get_stage(stage)
+        tasks = spec.list_tasks(job)
         if tasks is None:
             rows.append(TaskStatus(stage, "(study not made yet)", NOT_SUBMITTED))
             continue
@@ -51,10 +52,10 @@ def job_status(job: JobSpec, profile: Profile | None = None) -> list[TaskStatus]
             jid = rec["job_id"] if rec else ""
             s = states.get(jid, {})
             slurm = s.get("state", "")
-            if stage == "check":  # runs on the submitting host before anything is submitted
+            if spec.is_complete is None:  # always run (check), on the host before anything is submitted
                 done = bool(record)
             else:
-                done = has_study and is_complete(job, task)
+                done = has_study and spec.is_complete(job, task)
             if done:
                 state = DONE
             elif not rec:

@@ -38,6 +38,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from avalanche_hpc.errors import InputError, Problem
+from avalanche_hpc.inputs.grid import Grid
 from avalanche_hpc.study import (
     CORRIDOR_LAYER,
     DATE_DIR_RE,
@@ -46,40 +47,17 @@ from avalanche_hpc.study import (
     POLARISATIONS,
     Study,
     StudyConfig,
-    _pydantic_problems,
+    inventory_dates,
+    parse_yyyymmdd,
+    study_config_problems,
 )
 
 log = logging.getLogger(__name__)
 
 CONTRACT = "docs/data-contract.md"
 UNITS_VALUES = ("linear", "dB")
-LAYOVER_SHADOW_CODES = (0, 1, 2, 3)
-# Relative tolerance on pixel sizes and grid origins (as a fraction of a pixel).
-GRID_TOL = 1e-6
 # Above this many blocks the integrity probe samples block offsets instead of reading them all.
 MAX_BLOCKS_PROBED = 4096
-
-
-@dataclass(frozen=True)
-class GridInfo:
-    """What a raster header tells about its grid (the DEM's is the reference of the study)."""
-
-    crs_epsg: int | None
-    crs_text: str
-    transform: tuple[float, ...]
-    width: int
-    height: int
-
-    @property
-    def pixel_size(self) -> tuple[float, float]:
-        return abs(self.transform[0]), abs(self.transform[4])
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        a, _, c, _, e, f = self.transform[:6]
-        xs = (c, c + a * self.width)
-        ys = (f, f + e * self.height)
-        return min(xs), min(ys), max(xs), max(ys)
 
 
 @dataclass
@@ -168,7 +146,7 @@ def _check_config(root: Path, report: CheckReport) -> StudyConfig | None:
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
-        report.problems.extend(_pydantic_problems(e, path))
+        report.problems.extend(study_config_problems(e, path))
         return None
     report.count("study.toml")
     return cfg
@@ -186,7 +164,7 @@ def _toml_where(e: Exception) -> str:
 # rasters
 
 
-def probe_raster(path: Path) -> tuple[GridInfo | None, dict, list[str]]:
+def probe_raster(path: Path) -> tuple[Grid | None, dict, list[str]]:
     """Open a raster's header and probe its integrity without reading it all.
 
     Returns ``(grid, info, errors)``; ``grid`` is None when the file cannot be opened.
@@ -201,14 +179,7 @@ def probe_raster(path: Path) -> tuple[GridInfo | None, dict, list[str]]:
     except Exception as e:  # RasterioIOError and friends: not a raster, corrupt header
         return None, {}, [f"cannot be opened as a raster: {e}"]
     with src:
-        crs = src.crs
-        epsg = None
-        if crs is not None:
-            try:
-                epsg = crs.to_epsg()
-            except Exception:  # a CRS without an EPSG equivalent
-                epsg = None
-        grid = GridInfo(epsg, crs.to_string() if crs else "none", tuple(src.transform)[:6], src.width, src.height)
+        grid = Grid.of(src)
         info = {"dtype": src.dtypes[0], "count": src.count, "nodata": src.nodata, "tags": src.tags(),
                 "driver": src.driver}
         if src.driver == "GTiff":
@@ -245,42 +216,33 @@ def _probe_tiff_blocks(src, path: Path) -> list[str]:
     return []
 
 
-def _same(a: float, b: float, scale: float) -> bool:
-    return abs(a - b) <= GRID_TOL * max(abs(scale), 1.0)
-
-
-def _grid_problems(path: Path, where: str, grid: GridInfo, config: StudyConfig | None,
-                   ref: GridInfo | None, ref_name: str) -> list[Problem]:
+def _grid_problems(path: Path, where: str, grid: Grid, config: StudyConfig | None,
+                   ref: Grid | None, ref_name: str) -> list[Problem]:
     out: list[Problem] = []
     if config is not None:
         if grid.crs_epsg != config.crs_epsg:
             out.append(Problem(str(path), where, f"CRS is {grid.crs_text} but study.toml crs_epsg is {config.crs_epsg}",
                                f"reproject it: gdalwarp -t_srs EPSG:{config.crs_epsg} (or fix crs_epsg)"))
         px, py = grid.pixel_size
-        if not (_same(px, config.pixel_size_m, px) and _same(py, config.pixel_size_m, py)):
+        if not grid.has_pixel_size(config.pixel_size_m):
             out.append(Problem(str(path), where,
                                f"pixel size is {px:g} x {py:g} m but study.toml pixel_size_m is {config.pixel_size_m:g}",
                                f"resample it: gdalwarp -tr {config.pixel_size_m:g} {config.pixel_size_m:g}"))
-    if ref is not None and config is None and grid.crs_text != ref.crs_text:
+    if ref is not None and config is None and not grid.same_crs(ref):
         out.append(Problem(str(path), where, f"CRS is {grid.crs_text} but {ref_name}'s is {ref.crs_text}",
                            f"reproject it onto the {ref_name} grid (gdalwarp -t_srs {ref.crs_text})"))
-    if ref is not None and not out:
-        t, r = grid.transform, ref.transform
-        px = abs(r[0]) or 1.0
-        if (grid.width, grid.height) != (ref.width, ref.height) or not all(
-            _same(a, b, px) if i in (2, 5) else _same(a, b, 1.0) for i, (a, b) in enumerate(zip(t, r, strict=False))
-        ):
-            out.append(Problem(
-                str(path), where,
-                f"grid differs from {ref_name}: shape {grid.height}x{grid.width} origin ({t[2]:.3f}, {t[5]:.3f}) vs "
-                f"{ref.height}x{ref.width} origin ({r[2]:.3f}, {r[5]:.3f})",
-                f"resample onto the {ref_name} grid: gdalwarp -te {' '.join(f'{v:.3f}' for v in ref.bounds)} "
-                f"-tr {abs(r[0]):g} {abs(r[4]):g}",
-            ))
+    if ref is not None and not out and (grid.shape != ref.shape or not grid.same_transform(ref)):
+        out.append(Problem(
+            str(path), where,
+            f"grid differs from {ref_name}: shape {grid.height}x{grid.width} origin ({grid.transform[2]:.3f}, "
+            f"{grid.transform[5]:.3f}) vs {ref.height}x{ref.width} origin ({ref.transform[2]:.3f}, "
+            f"{ref.transform[5]:.3f})",
+            f"resample onto the {ref_name} grid: {ref.warp_to()}",
+        ))
     return out
 
 
-def _check_dem(root: Path, config: StudyConfig | None, report: CheckReport) -> GridInfo | None:
+def _check_dem(root: Path, config: StudyConfig | None, report: CheckReport) -> Grid | None:
     path = root / "dem.tif"
     if not path.is_file():
         report.problems.append(Problem(str(path), "", "missing",
@@ -301,7 +263,7 @@ def _check_dem(root: Path, config: StudyConfig | None, report: CheckReport) -> G
     return None if (grid_problems or errors) else grid
 
 
-def _check_scene_raster(path: Path, where: str, band: str, config: StudyConfig | None, dem: GridInfo | None,
+def _check_scene_raster(path: Path, where: str, band: str, config: StudyConfig | None, dem: Grid | None,
                         report: CheckReport) -> None:
     grid, info, errors = probe_raster(path)
     for e in errors:
@@ -331,7 +293,7 @@ def _check_scene_raster(path: Path, where: str, band: str, config: StudyConfig |
                                        f"set it to one of {list(UNITS_VALUES)} (gdal_edit.py -mo UNITS=dB)"))
 
 
-def _check_scenes(study: Study, dem: GridInfo | None, report: CheckReport, progress) -> None:
+def _check_scenes(study: Study, dem: Grid | None, report: CheckReport, progress) -> None:
     cfg = study.config
     jobs: list[tuple[Path, str, str]] = []  # (raster path, where, band)
     seen: set[tuple[str, dt.date]] = set()
@@ -396,7 +358,7 @@ def _scene_files(study: Study, season: str, orbit: str, d: dt.date, kind: str,
     return out
 
 
-def _check_scene_tree(root: Path, dem: GridInfo | None, report: CheckReport, progress) -> None:
+def _check_scene_tree(root: Path, dem: Grid | None, report: CheckReport, progress) -> None:
     scenes = root / "scenes"
     if not scenes.is_dir():
         return
@@ -427,7 +389,7 @@ def _check_stray_folders(study: Study, report: CheckReport) -> None:
                                                "rename it to the acquisition date, e.g. 20180115"))
             elif q.is_dir():
                 try:
-                    dt.datetime.strptime(q.name, "%Y%m%d")
+                    parse_yyyymmdd(q.name)
                 except ValueError:
                     report.problems.append(Problem(str(q), "", f"{q.name} is not a calendar date",
                                                    "rename it to the acquisition date, e.g. 20180115"))
@@ -437,7 +399,7 @@ def _check_stray_folders(study: Study, report: CheckReport) -> None:
 # corridors.gpkg
 
 
-def _check_corridors(root: Path, config: StudyConfig | None, dem: GridInfo | None,
+def _check_corridors(root: Path, config: StudyConfig | None, dem: Grid | None,
                      report: CheckReport) -> set[str] | None:
     """Returns the set of valid path ids (None when the corridors cannot be read at all)."""
     import geopandas as gpd
@@ -516,7 +478,7 @@ def _check_corridors(root: Path, config: StudyConfig | None, dem: GridInfo | Non
     return ids
 
 
-def _check_geometries(path: Path, gdf, dem: GridInfo | None, problems: list[Problem]) -> None:
+def _check_geometries(path: Path, gdf, dem: Grid | None, problems: list[Problem]) -> None:
     from shapely.geometry import box
 
     extent = box(*dem.bounds) if dem is not None else None
@@ -616,21 +578,7 @@ def _check_inventory(root: Path, path_ids: set[str] | None, report: CheckReport)
                 problems.append(Problem(str(path), f"{row(i)}, path_id {pid}",
                                         f"path_id {pid!r} is not in corridors.gpkg",
                                         "correct the path_id or add the corridor to corridors.gpkg"))
-    dates: dict[str, pd.Series] = {}
-    for col in ("date_min", "date_max"):
-        if col not in df.columns:
-            continue
-        parsed = pd.to_datetime(df[col].str.strip(), format="%Y-%m-%d", errors="coerce")
-        for i in df.index[parsed.isna()]:
-            problems.append(Problem(str(path), f"{row(i)}, {col}", f"unparsable date {df.at[i, col]!r}",
-                                    "write ISO dates, YYYY-MM-DD"))
-        dates[col] = parsed
-    if len(dates) == 2:
-        lo, hi = dates["date_min"], dates["date_max"]
-        for i in df.index[lo.notna() & hi.notna() & (hi < lo)]:
-            problems.append(Problem(str(path), f"{row(i)}, date_max",
-                                    f"date_max {hi[i].date()} is before date_min {lo[i].date()}",
-                                    "swap the two dates or correct the window"))
+    problems.extend(inventory_dates(df, path, row)[1])
     if "deposit_area_m2" in df.columns:
         for i in df.index:
             raw = df.at[i, "deposit_area_m2"].strip()

@@ -34,18 +34,14 @@ from pathlib import Path
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.errors import InputError, Problem
-from avalanche_hpc.inputs.products import relative_orbit
-from avalanche_hpc.study import LAYOVER_SHADOW, POLARISATIONS, Study
+from avalanche_hpc.inputs.grid import Grid
+from avalanche_hpc.inputs.products import PRODUCT_PREFIX_RE, parse_time, product_from_match, relative_orbit
+from avalanche_hpc.study import LAYOVER_SHADOW, LAYOVER_SHADOW_CODES, POLARISATIONS, Study
 
 log = logging.getLogger(__name__)
 
 PYROSAR_RE = re.compile(
     r"^(?P<sensor>S1[A-D])_+(?P<mode>IW|EW|SM|WV|S[1-6])_+(?P<dir>[AD])_(?P<start>\d{8}T\d{6})_(?P<rest>.+)$"
-)
-SNAP_RE = re.compile(
-    r"^(?P<sensor>S1[A-D])_(?P<mode>IW|EW|SM|WV|S[1-6])_(?P<product>GRD[HMF]|SLC_|GRD_)_(?P<level>\d)"
-    r"(?P<pols>S[SD][VH])_(?P<start>\d{8}T\d{6})_(?P<stop>\d{8}T\d{6})_(?P<abs_orbit>\d{6})_"
-    r"(?P<take>[0-9A-F]{6})_(?P<uid>[0-9A-F]{4})(?:_(?P<rest>.*))?$"
 )
 SIGMA0_RE = re.compile(r"(?:^|_)Sigma0_(?P<pol>VV|VH)(?P<db>_db)?(?:_|$)", re.IGNORECASE)
 MASK_RE = re.compile(r"layover_?shadow_?mask", re.IGNORECASE)
@@ -112,10 +108,10 @@ def parse_scene_name(path: str | Path) -> SceneName:
         return SceneName(path, "pyrosar", m["sensor"], _start(path, m["start"]),
                          "ascending" if m["dir"] == "A" else "descending", None, band,
                          rest.lower().endswith("_db") or rest.lower() == "db")
-    m = SNAP_RE.match(stem)
+    m = PRODUCT_PREFIX_RE.match(stem)
     if m is None and (SIGMA0_RE.search(stem) or MASK_RE.search(stem)):
         parent = path.parent.name.removesuffix(".data")
-        pm = SNAP_RE.match(parent)
+        pm = PRODUCT_PREFIX_RE.match(parent)
         if pm is not None:  # '<product>.data/Sigma0_VV.tif': the product name is the folder's
             return _snap_name(path, pm, stem)
     if m is None:
@@ -123,11 +119,11 @@ def parse_scene_name(path: str | Path) -> SceneName:
     return _snap_name(path, m, m["rest"] or "")
 
 
-def _snap_name(path: Path, m: re.Match, rest: str) -> SceneName:
-    sensor = m["sensor"]
+def _snap_name(path: Path, m: re.Match[str], rest: str) -> SceneName:
+    prod = product_from_match(path, m)
     try:
-        rel: int | None = relative_orbit(sensor, int(m["abs_orbit"]))
-    except ValueError:  # a unit without a known orbit offset: the orbit must then be given
+        rel: int | None = relative_orbit(prod.mission, prod.absolute_orbit)
+    except InputError:  # a unit without a known orbit offset: the orbit must then be given
         rel = None
     band: str | None = None
     db = False
@@ -139,12 +135,12 @@ def _snap_name(path: Path, m: re.Match, rest: str) -> SceneName:
         db = sm["db"] is not None
     else:
         db = rest.lower().endswith("_db") or rest.lower() == "db"
-    return SceneName(path, "snap", sensor, _start(path, m["start"]), None, rel, band, db)
+    return SceneName(path, "snap", prod.mission, prod.start, None, rel, band, db)
 
 
 def _start(path: Path, text: str) -> dt.datetime:
     try:
-        return dt.datetime.strptime(text, "%Y%m%dT%H%M%S")
+        return parse_time(text)
     except ValueError as e:
         raise _name_error(path, f"start time {text!r} is not a valid date/time") from e
 
@@ -246,19 +242,16 @@ def plan_ingest(
     return items
 
 
-def _dem_grid(study: Study):
-    import rasterio
-
+def _dem_grid(study: Study) -> Grid | None:
     if not study.dem_path.is_file():
         return None
     try:
-        with rasterio.open(study.dem_path) as d:
-            return d.crs, d.transform, d.width, d.height
+        return Grid.read(study.dem_path)
     except Exception:  # an unreadable DEM is 'inputs check's business; ingest then checks CRS/pixel only
         return None
 
 
-def _plan_file(study: Study, f: Path, orbit: str | None, dem_grid, nodata: float | None) -> list[IngestItem]:
+def _plan_file(study: Study, f: Path, orbit: str | None, dem_grid: Grid | None, nodata: float | None) -> list[IngestItem]:
     import rasterio
 
     if not f.is_file():
@@ -317,29 +310,22 @@ def _bands_of(name: SceneName, src, problems: list[Problem]) -> list[tuple[int, 
     return found
 
 
-def _check_grid(study: Study, f: Path, src, dem_grid, problems: list[Problem]) -> None:
+def _check_grid(study: Study, f: Path, src, dem_grid: Grid | None, problems: list[Problem]) -> None:
     cfg = study.config
-    epsg = src.crs.to_epsg() if src.crs is not None else None
-    if epsg != cfg.crs_epsg:
-        problems.append(Problem(str(f), "CRS", f"CRS is {src.crs.to_string() if src.crs else 'none'} but the study's "
-                                f"is EPSG:{cfg.crs_epsg}", f"reproject it first: gdalwarp -t_srs EPSG:{cfg.crs_epsg}"))
+    grid = Grid.of(src)
+    if grid.crs_epsg != cfg.crs_epsg:
+        problems.append(Problem(str(f), "CRS", f"CRS is {grid.crs_text} but the study's is EPSG:{cfg.crs_epsg}",
+                                f"reproject it first: gdalwarp -t_srs EPSG:{cfg.crs_epsg}"))
         return
-    px, py = abs(src.transform.a), abs(src.transform.e)
-    if abs(px - cfg.pixel_size_m) > 1e-6 * px or abs(py - cfg.pixel_size_m) > 1e-6 * py:
+    if not grid.has_pixel_size(cfg.pixel_size_m):
+        px, py = grid.pixel_size
         problems.append(Problem(str(f), "pixel size", f"pixel size is {px:g} x {py:g} m but the study's is "
                                 f"{cfg.pixel_size_m:g}", f"resample it: gdalwarp -tr {cfg.pixel_size_m:g} "
                                 f"{cfg.pixel_size_m:g}"))
         return
-    if dem_grid is not None:
-        _, t, w, h = dem_grid
-        if (src.width, src.height) != (w, h) or not src.transform.almost_equals(t, precision=1e-6 * px):
-            left, top = t.c, t.f
-            right, bottom = left + t.a * w, top + t.e * h
-            problems.append(Problem(str(f), "grid", f"grid differs from dem.tif ({src.height}x{src.width} at "
-                                    f"({src.transform.c:.3f}, {src.transform.f:.3f}) vs {h}x{w} at ({left:.3f}, "
-                                    f"{top:.3f}))",
-                                    f"resample onto the DEM grid: gdalwarp -te {left:.3f} {bottom:.3f} {right:.3f} "
-                                    f"{top:.3f} -tr {px:g} {py:g}"))
+    if dem_grid is not None and not grid.same_as(dem_grid):
+        problems.append(Problem(str(f), "grid", f"grid differs from dem.tif ({grid.describe()} vs "
+                                f"{dem_grid.describe()})", f"resample onto the DEM grid: {dem_grid.warp_to()}"))
 
 
 def _units_of(name: SceneName, src, bidx: int, problems: list[Problem]) -> str | None:
@@ -400,7 +386,7 @@ def _check_mask_values(f: Path, src, bidx: int, problems: list[Problem]) -> None
     import numpy as np
 
     a = src.read(bidx)
-    bad = np.setdiff1d(np.unique(a[np.isfinite(a)] if a.dtype.kind == "f" else a), [0, 1, 2, 3])
+    bad = np.setdiff1d(np.unique(a[np.isfinite(a)] if a.dtype.kind == "f" else a), LAYOVER_SHADOW_CODES)
     if bad.size:
         problems.append(Problem(str(f), f"band {bidx}", f"mask values {bad[:10].tolist()} are not layover/shadow "
                                 "codes 0 (valid), 1 (layover), 2 (shadow), 3 (both)",

@@ -5,7 +5,7 @@ A Sentinel-1 product name (ESA naming convention of the SAFE products)::
     S1A_IW_GRDH_1SDV_20170110T054325_20170110T054350_014779_018103_1F6A.SAFE
     MMM_BB_TTTR_LFPP_YYYYMMDDTHHMMSS_YYYYMMDDTHHMMSS_OOOOOO_DDDDDD_CCCC
 
-mission (S1A/S1B/S1C), beam mode (IW, EW, SM, WV), product type and resolution
+mission (S1A/S1B/S1C/S1D), beam mode (IW, EW, SM, WV), product type and resolution
 (GRD + H/M/F), processing level (1), product class (S standard, A annotation),
 polarisation (SV single VV, SH single HH, DV dual VV+VH, DH dual HH+HV), start
 and stop time (UTC), absolute orbit, mission datatake id (hex), unique id (hex).
@@ -13,25 +13,32 @@ and stop time (UTC), absolute orbit, mission datatake id (hex), unique id (hex).
 The relative orbit (the track, 1..175 in the 12-day repeat cycle) is derived from
 the absolute orbit with each unit's offset: S1A ``(abs - 73) % 175 + 1``,
 S1B ``(abs - 27) % 175 + 1``, S1C ``(abs - 172) % 175 + 1`` (the S1C offset as
-used by MintPy ``mintpy/geometry/orbit.py``; S1C flies the former S1B phase).
+used by MintPy ``mintpy/geometry/orbit.py``; S1C flies the former S1B phase). S1D names
+parse, but its offset is not known yet: its relative orbit raises ``InputError``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from avalanche_hpc.errors import InputError, Problem
 from avalanche_hpc.study import OrbitConfig, StudyConfig
 
-PRODUCT_RE = re.compile(
-    r"^(?P<mission>S1[ABC])_(?P<mode>IW|EW|SM|WV|S[1-6])_(?P<product_type>GRD[HMF]|SLC_|RAW_|OCN_)_"
+# The product identifier: every Sentinel-1 unit (S1A..S1D); also the head of SNAP output names.
+PRODUCT_ID = (
+    r"(?P<mission>S1[A-D])_(?P<mode>IW|EW|SM|WV|S[1-6])_(?P<product_type>GRD[HMF]|SLC_|RAW_|OCN_)_"
     r"(?P<level>[0-2])(?P<product_class>[SA])(?P<polarisation>SH|SV|DH|DV|HH|HV|VV|VH)_"
     r"(?P<start>\d{8}T\d{6})_(?P<stop>\d{8}T\d{6})_(?P<absolute_orbit>\d{6})_"
-    r"(?P<datatake>[0-9A-F]{6})_(?P<unique_id>[0-9A-F]{4})(?P<ext>\.SAFE|\.zip|\.SAFE\.zip)?$"
+    r"(?P<datatake>[0-9A-F]{6})_(?P<unique_id>[0-9A-F]{4})"
 )
+PRODUCT_RE = re.compile(rf"^{PRODUCT_ID}(?P<ext>\.SAFE|\.zip|\.SAFE\.zip)?$")
+# A product identifier followed by '_' and anything (SNAP writes its operator suffixes there).
+PRODUCT_PREFIX_RE = re.compile(rf"^{PRODUCT_ID}(?:_(?P<rest>.*))?$")
+TIME_FORMAT = "%Y%m%dT%H%M%S"  # start/stop times in product and orbit-file names (UTC)
 EXPECTED_PATTERN = (
     "S1X_MM_TTTR_LFPP_YYYYMMDDTHHMMSS_YYYYMMDDTHHMMSS_OOOOOO_DDDDDD_CCCC[.SAFE|.zip], "
     "e.g. S1A_IW_GRDH_1SDV_20170110T054325_20170110T054350_014779_018103_1F6A.zip"
@@ -50,8 +57,15 @@ def relative_orbit(mission: str, absolute_orbit: int) -> int:
     try:
         offset = RELATIVE_ORBIT_OFFSET[mission]
     except KeyError:
-        raise ValueError(f"unknown Sentinel-1 unit {mission!r}; known: {sorted(RELATIVE_ORBIT_OFFSET)}") from None
+        raise InputError(Problem("", f"unit {mission}", f"no absolute -> relative orbit offset is known for "
+                                 f"{mission!r} (known: {sorted(RELATIVE_ORBIT_OFFSET)})",
+                                 "give the study orbit explicitly (--orbit)")) from None
     return (absolute_orbit - offset) % ORBITS_PER_CYCLE + 1
+
+
+def parse_time(text: str) -> dt.datetime:
+    """A ``YYYYMMDDTHHMMSS`` time of a product or orbit-file name (UTC, naive); ValueError if invalid."""
+    return dt.datetime.strptime(text, TIME_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -120,12 +134,16 @@ def parse_product_name(path: str | Path) -> S1Product:
     if m is None:
         raise InputError(Problem(str(p), "file name", f"{name!r} is not a Sentinel-1 product name",
                                  f"products must keep their ESA names: {EXPECTED_PATTERN}"))
+    return product_from_match(p, m)
+
+
+def product_from_match(p: Path, m: re.Match[str]) -> S1Product:
+    """The product of a ``PRODUCT_RE``/``PRODUCT_PREFIX_RE`` match; InputError on impossible times."""
     g = m.groupdict()
     try:
-        start = dt.datetime.strptime(g["start"], "%Y%m%dT%H%M%S")
-        stop = dt.datetime.strptime(g["stop"], "%Y%m%dT%H%M%S")
+        start, stop = parse_time(g["start"]), parse_time(g["stop"])
     except ValueError as e:
-        raise InputError(Problem(str(p), "file name", f"invalid start/stop time in {name!r}: {e}",
+        raise InputError(Problem(str(p), "file name", f"invalid start/stop time in {p.name!r}: {e}",
                                  f"products must keep their ESA names: {EXPECTED_PATTERN}")) from e
     if stop < start:
         raise InputError(Problem(str(p), "file name", f"stop time {stop} is before start time {start}",
@@ -137,15 +155,13 @@ def parse_product_name(path: str | Path) -> S1Product:
     )
 
 
-def list_products(source: str | Path | list[str | Path]) -> list[S1Product]:
+def list_products(source: str | Path | Sequence[str | Path]) -> list[S1Product]:
     """GRD products from a directory (``*.SAFE`` and ``*.zip`` in it), a text file listing paths, or a list.
 
     Every name is validated; all bad names are reported together (InputError). Sorted by start time.
     """
     paths: list[Path]
-    if isinstance(source, (list, tuple)):
-        paths = [Path(s) for s in source]
-    else:
+    if isinstance(source, str | Path):
         src = Path(source)
         if src.is_dir():
             paths = sorted(q for q in src.iterdir() if q.name.endswith((".SAFE", ".zip")))
@@ -159,6 +175,8 @@ def list_products(source: str | Path | list[str | Path]) -> list[S1Product]:
         else:
             raise InputError(Problem(str(src), "", "does not exist",
                                      "give a directory of products or a text file listing one product path per line"))
+    else:
+        paths = [Path(q) for q in source]
     problems: list[Problem] = []
     out: list[S1Product] = []
     for p in paths:

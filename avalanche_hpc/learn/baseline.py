@@ -26,8 +26,8 @@ does not restate the rule. Fixed here without looking at any data: the cross-pol
 backscatter, so only increases count). docs/simulator.md records this choice and its source.
 In both variants the test set is only predicted.
 
-Outputs (``runs/{experiment}/{split}/baseline/`` for ``paper``, ``.../baseline-tuned/`` for
-``tuned``): ``params.json`` (variant, channel, pixel threshold in dB, count threshold in pixels,
+Outputs (``Study.runs(experiment).baseline(split, variant)``: ``runs/{experiment}/{split}/baseline/``
+for ``paper``, ``.../baseline-tuned/`` for ``tuned``): ``params.json`` (variant, channel, pixel threshold in dB, count threshold in pixels,
 validation scores, tuning curves), ``predictions.csv`` and ``metrics.json`` in the CNN's
 schemas; ``prob`` is the share of above-threshold pixels in the window (0..1), ``pred`` =
 count >= count threshold.
@@ -46,7 +46,7 @@ from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.learn.metrics import focus_massif_of, metrics_report
 from avalanche_hpc.learn.splits import make_split, validate_split
-from avalanche_hpc.learn.train import load_run_data, predictions_table
+from avalanche_hpc.learn.train import RunData, load_run_data, predictions_table
 from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,6 @@ def tune_count_threshold(counts: np.ndarray, labels: np.ndarray) -> tuple[int, f
     return best[2], best[0], best[1], curve
 
 
-def baseline_dir_name(variant: str) -> str:
-    """Folder of a variant under ``runs/{experiment}/{split}/``: ``baseline`` (paper) or ``baseline-tuned``."""
-    check_variant(variant)
-    return "baseline" if variant == "paper" else f"baseline-{variant}"
-
-
 def check_variant(variant: str) -> None:
     if variant not in VARIANTS:
         raise ConfigError(f"unknown baseline variant {variant!r} -> choose one of {', '.join(VARIANTS)}")
@@ -136,7 +130,8 @@ def tune_baseline(patches: np.ndarray, labels: np.ndarray, crop: int = 50,
             key = (acc, f1)
             if best is None or key > best[0]:
                 best = (key, ch, thr, t, curve)
-    assert best is not None  # the grid is never empty
+    if best is None:
+        raise ConfigError("the baseline needs at least one change channel and one pixel threshold to tune")
     (acc, f1), ch, thr, t, curve = best
     return {
         "variant": variant, "channel": ch, "pixel_threshold_db": thr, "count_threshold": t, "crop": crop,
@@ -154,6 +149,33 @@ def apply_baseline(patches: np.ndarray, params: dict) -> tuple[np.ndarray, np.nd
     return counts / float(params["n_pixels"]), (counts >= params["count_threshold"]).astype(int)
 
 
+def _pixel_grid(variant: str) -> list[float]:
+    return [float(PAPER_RULE["pixel_threshold_db"])] if variant == "paper" else list(PIXEL_THRESHOLDS_DB)
+
+
+def _is_current(params_path: Path, data: RunData, crop: int, split_seed: int, variant: str = "paper") -> bool:
+    """Whether ``params.json`` was tuned on this data (digest) with these settings and this variant."""
+    try:
+        old = json.loads(params_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (old.get("data_sha256") == data.digest and old.get("crop") == crop and old.get("split_seed") == split_seed
+            and old.get("pixel_thresholds_db") == _pixel_grid(variant) and old.get("variant", "tuned") == variant)
+
+
+def baseline_is_complete(root: Path, experiment: str, split: str = "random", *, split_seed: int = 0,
+                         crop: int = 50, variant: str = "paper") -> bool:
+    """Whether the split's baseline (``variant``) has finished with these settings on this data (the
+    check ``baseline_run`` itself makes before skipping)."""
+    check_variant(variant)
+    study = Study.load(root)
+    runs = study.runs(experiment)
+    files = runs.baseline(split, variant)
+    if not (files.metrics.is_file() and files.params.is_file() and runs.split_csv(split).is_file()):
+        return False
+    return _is_current(files.params, load_run_data(study, runs.split_csv(split)), crop, split_seed, variant)
+
+
 def baseline_run(root: Path, experiment: str, split: str = "random", *, split_seed: int = 0, crop: int = 50,
                  force: bool = False, variant: str = "paper") -> Path:
     """Tune the baseline on the split's validation set, predict, write metrics; returns its directory."""
@@ -162,15 +184,11 @@ def baseline_run(root: Path, experiment: str, split: str = "random", *, split_se
     study = Study.load(root)
     validate_split(split, study.config.massifs)
     split_csv = make_split(root, experiment, split, split_seed)
-    out = study.runs_dir(experiment) / split / baseline_dir_name(variant)
+    files = study.runs(experiment).baseline(split, variant)
     data = load_run_data(study, split_csv)
-    grid = [float(PAPER_RULE["pixel_threshold_db"])] if variant == "paper" else list(PIXEL_THRESHOLDS_DB)
-    if (out / "metrics.json").is_file() and (out / "params.json").is_file() and not force:
-        old = json.loads((out / "params.json").read_text(encoding="utf-8"))
-        if (old.get("data_sha256") == data.digest and old.get("crop") == crop and old.get("split_seed") == split_seed
-                and old.get("pixel_thresholds_db") == grid and old.get("variant", "tuned") == variant):
-            log.info("baseline %s is complete: skipped (use --force to redo it)", out)
-            return out
+    if files.metrics.is_file() and not force and _is_current(files.params, data, crop, split_seed, variant):
+        log.info("baseline %s is complete: skipped (use --force to redo it)", files.dir)
+        return files.dir
     sets = data.table["set"].to_numpy()
     labels = data.table["label"].to_numpy(dtype=np.int64)
     val = sets == "val"
@@ -181,10 +199,10 @@ def baseline_run(root: Path, experiment: str, split: str = "random", *, split_se
     focus = focus_massif_of(study.config.focus_massif)
     metrics = metrics_report(table, focus, best_epoch=None)
     metrics["variant"] = variant
-    write_json(out / "params.json", params)
-    write_text(out / "predictions.csv", table.to_csv(index=False))
-    write_json(out / "metrics.json", metrics)
+    write_json(files.params, params)
+    write_text(files.predictions, table.to_csv(index=False))
+    write_json(files.metrics, metrics)
     log.info("baseline (%s) %s: %s > %.2f dB on >= %d px; test accuracy %s, F1 %s", variant, split,
              params["channel"], params["pixel_threshold_db"], params["count_threshold"], metrics["all"]["accuracy"],
              metrics["all"]["f1"])
-    return out
+    return files.dir

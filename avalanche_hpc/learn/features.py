@@ -37,8 +37,10 @@ import torch
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.digest import sha256_text
+from avalanche_hpc.errors import UnknownKeyError
 from avalanche_hpc.learn.inputs import MAPPING_ID, map_input
 from avalanche_hpc.learn.model import FEATURE_DIM, Backbone
+from avalanche_hpc.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class FeatureBank:
     def positions(self, store_rows: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.rows, store_rows)
         if np.any(pos >= len(self.rows)) or np.any(self.rows[np.minimum(pos, len(self.rows) - 1)] != store_rows):
-            raise KeyError("feature bank lacks some store rows (built for another pool?)")
+            raise UnknownKeyError("feature bank lacks some store rows (built for another pool?)")
         return pos
 
 
@@ -107,19 +109,12 @@ def backbone_features(backbone: Backbone, patches: np.ndarray, views: np.ndarray
     flat_views = views.reshape(-1, 4)
     out = np.empty((n * n_v, FEATURE_DIM), dtype=np.float32)
     starts = range(0, n * n_v, batch_size)
-    if progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(label, total=n * n_v)
-            for s in starts:
-                e = min(s + batch_size, n * n_v)
-                out[s:e] = backbone(crop_batch(patches, flat_index[s:e], flat_views[s:e], crop)).cpu().numpy()
-                bar.update(task, advance=e - s)
-    else:
+    with progress_bar(enabled=progress, transient=True) as bar:
+        task = bar.add_task(label, total=n * n_v)
         for s in starts:
             e = min(s + batch_size, n * n_v)
             out[s:e] = backbone(crop_batch(patches, flat_index[s:e], flat_views[s:e], crop)).cpu().numpy()
+            bar.update(task, advance=e - s)
     return out.reshape(n, n_v, FEATURE_DIM)
 
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from avalanche_hpc.errors import ArgumentError
+
 DEFAULT_FOCUS_MASSIF = "Haute-Maurienne"
 
 
@@ -30,7 +32,7 @@ def compute_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] |
     p = np.asarray(probs, dtype=np.float64)
     yhat = (p >= 0.5).astype(np.int64) if preds is None else np.asarray(preds, dtype=np.int64)
     if not (len(y) == len(p) == len(yhat)):
-        raise ValueError(f"labels ({len(y)}), probs ({len(p)}) and preds ({len(yhat)}) differ in length")
+        raise ArgumentError(f"labels ({len(y)}), probs ({len(p)}) and preds ({len(yhat)}) differ in length")
     tp = int(((y == 1) & (yhat == 1)).sum())
     tn = int(((y == 0) & (yhat == 0)).sum())
     fp = int(((y == 0) & (yhat == 1)).sum())

@@ -20,12 +20,17 @@ per-patch centring, dB -> image range, ImageNet mean/std normalisation).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from avalanche_hpc.errors import ConfigError, WeightsError
 from avalanche_hpc.learn.weights import ResolvedWeights, load_state_dict
+
+if TYPE_CHECKING:
+    from torchvision.models import VGG
 
 N_CLASSES = 2
 FEATURE_DIM = 512
@@ -42,7 +47,7 @@ def check_crop(crop: int) -> None:
                           f"{MIN_CROP}..{MAX_CROP} px (the paper uses 50)")
 
 
-def build_vgg16(weights: ResolvedWeights, n_classes: int = N_CLASSES) -> nn.Module:
+def build_vgg16(weights: ResolvedWeights, n_classes: int = N_CLASSES) -> VGG:
     """torchvision VGG16 with its last layer replaced by ``n_classes`` outputs, weights loaded."""
     import torchvision
 
@@ -68,7 +73,7 @@ def build_vgg16(weights: ResolvedWeights, n_classes: int = N_CLASSES) -> nn.Modu
 class Backbone(nn.Module):
     """The frozen convolutional part: (N, 3, c, c) inputs -> (N, 512) features (c in 32..63)."""
 
-    def __init__(self, vgg: nn.Module):
+    def __init__(self, vgg: VGG):
         super().__init__()
         self.features = vgg.features
         for p in self.features.parameters():
@@ -94,6 +99,9 @@ class Head(nn.Module):
     them from a generator keyed by (seed, epoch, batch) over the *global* batch, so a DDP run
     on any number of ranks applies the same masks to the same samples as a 1-rank run.
     """
+
+    shift: torch.Tensor  # buffers (register_buffer below)
+    scale: torch.Tensor
 
     def __init__(self, hidden: int = HIDDEN, n_classes: int = N_CLASSES, p: float = DROPOUT):
         super().__init__()
@@ -142,7 +150,7 @@ class Head(nn.Module):
 
 def fold_classifier(classifier: nn.Sequential, hidden: int = HIDDEN) -> Head:
     """The exact folded equivalent of a torchvision VGG16 classifier (for a 1x1 backbone map)."""
-    fc1, fc2, fc3 = classifier[0], classifier[3], classifier[6]
+    fc1, fc2, fc3 = (cast(nn.Linear, classifier[i]) for i in (0, 3, 6))
     head = Head(hidden=fc1.out_features, n_classes=fc3.out_features)
     with torch.no_grad():
         head.fc1.weight.copy_(fc1.weight.view(fc1.out_features, FEATURE_DIM, FOLD_FACTOR).sum(-1))
@@ -152,7 +160,7 @@ def fold_classifier(classifier: nn.Sequential, hidden: int = HIDDEN) -> Head:
     return head
 
 
-def init_head(vgg: nn.Module, seed: int, pretrained_fc: bool) -> Head:
+def init_head(vgg: VGG, seed: int, pretrained_fc: bool) -> Head:
     """The trainable head for a training seed.
 
     With pretrained weights the FC layers start from the file's (folded) layers and only the new

@@ -181,7 +181,7 @@ def make_split(root: Path, experiment: str, split: str = "random", seed: int = 0
     validate_split(split, study.config.massifs)
     meta = labelled_meta(study.store_path)
     table = build_split(meta, split, seed)
-    path = study.runs_dir(experiment) / split / "split.csv"
+    path = study.runs(experiment).split_csv(split)
     text = _csv_text(table)
     if path.is_file():
         if path.read_text(encoding="utf-8") != text:

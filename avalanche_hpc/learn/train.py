@@ -1,10 +1,14 @@
 """Training of the VGG16 transfer model on one split and seed: ``train_run``.
 
-Run directory ``STUDY/runs/{experiment}/{split}/cnn/seed{N}/`` (layout: docs/architecture.md):
+Run directory ``Study.runs(experiment).cnn(split, seed)`` (layout: docs/architecture.md):
 ``config.json`` (written first), ``history.csv`` and ``checkpoint.pt`` (every epoch, atomic),
 ``best.pt`` (when the validation loss improves), then ``predictions.csv`` and ``metrics.json``
 (written last: its presence marks the run complete; a complete run with the same settings is
-skipped).
+skipped; ``run_is_complete`` is that same check, for the job executors).
+
+Three parts: ``prepare_run`` (validation, the split, deleting a run with other settings, the
+feature bank, head and optimizer, resuming), ``train_epochs`` (the loop) and ``write_results``;
+``train_run`` (keywords, for the CLI and tests) and ``run_training`` (grouped settings) chain them.
 
 The loop
 - cross-entropy, Adam; early stopping on the validation loss (``patience`` epochs without
@@ -35,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -43,7 +48,7 @@ import torch.nn.functional as F
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path, write_json, write_text
-from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.errors import ConfigError, StageError
 from avalanche_hpc.learn.features import (
     DEFAULT_VIEWS,
     FeatureBank,
@@ -66,9 +71,9 @@ from avalanche_hpc.learn.model import (
     init_head,
 )
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
-from avalanche_hpc.learn.weights import resolve_weights
+from avalanche_hpc.learn.weights import ResolvedWeights, resolve_weights
 from avalanche_hpc.store.layout import read_meta, read_patches
-from avalanche_hpc.study import Study
+from avalanche_hpc.study import RunFiles, Study
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +120,6 @@ class TrainSettings:
         if bad:
             raise ConfigError("; ".join(bad))
         check_crop(self.crop)
-
-
-def run_dir(study: Study, experiment: str, split: str, seed: int) -> Path:
-    return study.runs_dir(experiment) / split / "cnn" / f"seed{seed}"
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -183,8 +184,13 @@ class ViewSource:
         else:
             p = data.patches.shape[-1]
             self._centre = torch.from_numpy(backbone_features(
-                backbone, data.patches, centre_views(len(data.patches), p, settings.crop), settings.crop)[:, 0]
+                self._backbone(), data.patches, centre_views(len(data.patches), p, settings.crop), settings.crop)[:, 0]
             ).to(device)
+
+    def _backbone(self) -> Backbone:
+        if self.backbone is None:
+            raise StageError("ViewSource needs a feature bank or a backbone; it was given neither")
+        return self.backbone
 
     def centre(self, index: np.ndarray) -> torch.Tensor:
         return self._centre[torch.from_numpy(index).to(self.device)]
@@ -205,7 +211,7 @@ class ViewSource:
     def train_features(self, index: np.ndarray, views: np.ndarray) -> torch.Tensor:
         if self.bank is not None:
             return torch.from_numpy(self.bank.feats[self.pos[index], views]).to(self.device)
-        return self.backbone(crop_batch(self.data.patches, index, views, self.s.crop))
+        return self._backbone()(crop_batch(self.data.patches, index, views, self.s.crop))
 
 
 def write_experiment_record(study: Study, experiment: str, settings: dict) -> Path:
@@ -214,7 +220,7 @@ def write_experiment_record(study: Study, experiment: str, settings: dict) -> Pa
     Later runs leave it as it is (parallel array tasks would race on a merge); each run's own
     ``config.json`` is authoritative, and the run directories say which seeds/splits exist.
     """
-    path = study.runs_dir(experiment) / "experiment.json"
+    path = study.runs(experiment).experiment_json
     if not path.is_file():
         write_json(path, {"experiment": experiment, "study": study.config.name, **settings})
     return path
@@ -271,23 +277,58 @@ def _evaluate(head: Head, feats: torch.Tensor, labels: torch.Tensor) -> tuple[fl
     return loss, acc, prob
 
 
+@dataclass(frozen=True)
+class RunControl:
+    """How one call runs, not what it computes (nothing here is recorded in ``config.json``).
+
+    ``force`` deletes an existing run first. ``stop_after_epochs`` returns after that many epochs
+    of *this call* (leaving a checkpoint), used by the resume test and by job wrappers that
+    checkpoint before a time limit. ``on_epoch_end(epoch)`` is called after each epoch's
+    checkpoint is written. ``device``: "auto" (the current CUDA device when there is one - a DDP
+    launcher sets it per local rank with ``torch.cuda.set_device`` - else the CPU), "cpu", or
+    "cuda[:N]". ``checkpoint_interval_s``: 0 writes ``checkpoint.pt`` after every epoch; > 0 at
+    most that often (and always after the last epoch of the call) - the checkpoint is ~230 MB,
+    and a resumed run replays the missing epochs deterministically, so only time is lost.
+    """
+
+    force: bool = False
+    progress: bool = True
+    stop_after_epochs: int | None = None
+    on_epoch_end: Callable[[int], None] | None = None
+    device: str = "auto"
+    checkpoint_interval_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Which run: experiment, split, seed, split seed and backbone weights, with its ``TrainSettings``."""
+
+    experiment: str
+    split: str = "random"
+    seed: int = 0
+    split_seed: int = 0
+    weights: str = "auto"
+    weights_sha256: str | None = None
+    settings: TrainSettings = TrainSettings()
+
+
 def train_run(
     root: Path,
     experiment: str,
     split: str = "random",
     seed: int = 0,
+    *,
     weights: str = "auto",
+    weights_sha256: str | None = None,
+    split_seed: int = 0,
     max_epochs: int = 250,
     feature_bank: bool = True,
-    dist: DistContext | None = None,
-    *,
-    split_seed: int = 0,
-    weights_sha256: str | None = None,
     patience: int = 30,
     batch_size: int = 64,
     lr: float = 1e-5,
     n_views: int = DEFAULT_VIEWS,
     crop: int = 50,
+    dist: DistContext | None = None,
     force: bool = False,
     progress: bool = True,
     stop_after_epochs: int | None = None,
@@ -297,85 +338,157 @@ def train_run(
 ) -> Path:
     """Train (or resume, or skip when complete) one CNN run; returns its run directory.
 
-    ``stop_after_epochs`` returns after that many epochs of *this call* (leaving a checkpoint),
-    used by the resume test and by job wrappers that checkpoint before a time limit.
-    ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written. ``device``:
-    "auto" (the current CUDA device when there is one - a DDP launcher sets it per local rank
-    with ``torch.cuda.set_device`` - else the CPU), "cpu", or "cuda[:N]". ``checkpoint_interval_s``:
-    0 (default) writes ``checkpoint.pt`` after every epoch; > 0 at most that often (and always
-    after the last epoch of the call) - the checkpoint is ~230 MB, and a resumed run replays
-    the missing epochs deterministically, so only time is lost.
+    The keywords are those of ``RunRequest``/``TrainSettings`` (what the run computes) and of
+    ``RunControl`` (how this call runs); ``run_training`` takes the grouped objects.
     """
-    root = Path(root)
-    rank, world = _world(dist)
-    main = rank == 0
-    study = Study.load(root)
-    validate_split(split, study.config.massifs)
     settings = TrainSettings(max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr,
                              n_views=n_views, crop=crop, feature_bank=feature_bank)
-    settings.validate()
-    if batch_size < world:
-        raise ConfigError(f"batch_size {batch_size} is smaller than the {world} ranks")
-    resolved = resolve_weights(weights, weights_sha256)
-    device = select_device(device)
-    out = run_dir(study, experiment, split, seed)
+    request = RunRequest(experiment, split, seed, split_seed, weights, weights_sha256, settings)
+    control = RunControl(force, progress, stop_after_epochs, on_epoch_end, device, checkpoint_interval_s)
+    return run_training(Path(root), request, control, dist)
+
+
+def run_training(root: Path, request: RunRequest, control: RunControl = RunControl(),
+                 dist: DistContext | None = None) -> Path:
+    """Set up (or skip a complete run), train epoch by epoch, write the results; returns the run directory."""
+    study = Study.load(root)
+    files = study.runs(request.experiment).cnn(request.split, request.seed)
+    run = prepare_run(study, request, control, dist)
+    if run is None:
+        return files.dir
+    finished = train_epochs(run, control)
+    _barrier(dist)
+    if finished and run.main:
+        write_results(study, files, run.head, run.source, run.data, run.state["best_epoch"])
+    if finished:
+        _barrier(dist)
+    return files.dir
+
+
+# -- set-up -----------------------------------------------------------------------------------
+@dataclass
+class PreparedRun:
+    """Everything the epoch loop needs, made by ``prepare_run``."""
+
+    request: RunRequest
+    files: RunFiles
+    dist: DistContext | None
+    device: torch.device
+    data: RunData
+    source: ViewSource
+    head: Head
+    optimizer: torch.optim.Optimizer
+    labels: torch.Tensor
+    train_idx: np.ndarray
+    val_feats: torch.Tensor
+    val_labels: torch.Tensor
+    state: dict[str, Any]
+
+    @property
+    def main(self) -> bool:
+        return _world(self.dist)[0] == 0
+
+
+def _check_request(study: Study, request: RunRequest, dist: DistContext | None) -> ResolvedWeights:
+    """Every setting checked before any work; returns the resolved backbone weights."""
+    validate_split(request.split, study.config.massifs)
+    request.settings.validate()
+    world = _world(dist)[1]
+    if request.settings.batch_size < world:
+        raise ConfigError(f"batch_size {request.settings.batch_size} is smaller than the {world} ranks")
+    return resolve_weights(request.weights, request.weights_sha256)
+
+
+def _run_record(study: Study, request: RunRequest, resolved: ResolvedWeights, data: RunData) -> dict:
+    return _settings_record(study, request.experiment, request.split, request.seed, request.split_seed,
+                            resolved.as_record(), request.settings, data.digest)
+
+
+def run_is_complete(root: Path, request: RunRequest) -> bool:
+    """Whether the run has finished (``metrics.json``) with these settings and this data (the digest
+    ``train_run`` itself compares before skipping a run)."""
+    study = Study.load(root)
+    files = study.runs(request.experiment).cnn(request.split, request.seed)
+    split_csv = study.runs(request.experiment).split_csv(request.split)
+    if not (files.metrics.is_file() and files.config.is_file() and split_csv.is_file()):
+        return False
+    resolved = _check_request(study, request, None)
+    return _same_settings(files.config, _run_record(study, request, resolved, load_run_data(study, split_csv)))
+
+
+def prepare_run(study: Study, request: RunRequest, control: RunControl,
+                dist: DistContext | None) -> PreparedRun | None:
+    """Validation, the split, the skip of a complete run, the removal of a run with other settings,
+    ``config.json``, the feature bank, the head and optimizer (resumed from ``checkpoint.pt``).
+
+    None when the run is complete with the same settings (and ``force`` is off).
+    """
+    rank, world = _world(dist)
+    main = rank == 0
+    s = request.settings
+    resolved = _check_request(study, request, dist)
+    device = select_device(control.device)
+    runs = study.runs(request.experiment)
+    files = runs.cnn(request.split, request.seed)
+    out = files.dir
 
     if main:
-        split_csv = make_split(root, experiment, split, split_seed)
+        make_split(study.root, request.experiment, request.split, request.split_seed)
     _barrier(dist)
-    split_csv = study.runs_dir(experiment) / split / "split.csv"
-    data = load_run_data(study, split_csv)
-    record = _settings_record(study, experiment, split, seed, split_seed, resolved.as_record(), settings, data.digest)
+    data = load_run_data(study, runs.split_csv(request.split))
+    record = _run_record(study, request, resolved, data)
 
-    complete = (out / "metrics.json").is_file() and _same_settings(out / "config.json", record)
-    if complete and not force:
+    complete = files.metrics.is_file() and _same_settings(files.config, record)
+    if complete and not control.force:
         log.info("run %s is complete: skipped (use --force to redo it)", out)
-        return out
-    if main and out.exists() and (force or not _same_settings(out / "config.json", record)):
-        if not force and (out / "checkpoint.pt").exists():
+        return None
+    if main and out.exists() and (control.force or not _same_settings(files.config, record)):
+        if not control.force and files.checkpoint.exists():
             raise ConfigError(f"{out} holds a run with other settings -> use --force to replace it, or another "
                               f"--experiment name")
         shutil.rmtree(out)
     _barrier(dist)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {**record, "world_size": world, "device": str(device),
-                                         "code_version": __version__,
-                                         "torch_version": torch.__version__,
-                                         "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                         "weights_warning": resolved.warning})
-        write_experiment_record(study, experiment, {
-            "split_seed": split_seed, "weights": weights, "weights_resolved": resolved.kind,
-            "weights_sha256": resolved.sha256, **asdict(settings), "data_sha256": data.digest})
+        write_json(files.config, {**record, "world_size": world, "device": str(device),
+                                  "code_version": __version__,
+                                  "torch_version": torch.__version__,
+                                  "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                  "weights_warning": resolved.warning})
+        write_experiment_record(study, request.experiment, {
+            "split_seed": request.split_seed, "weights": request.weights, "weights_resolved": resolved.kind,
+            "weights_sha256": resolved.sha256, **asdict(s), "data_sha256": data.digest})
 
     # backbone features: the bank (rank 0 builds, the others read) or the backbone itself
-    vgg = None
+    vgg: torch.nn.Module | None = None
 
     def backbone_factory() -> Backbone:
         nonlocal vgg
         vgg = vgg if vgg is not None else build_vgg16(resolved)
         return Backbone(vgg).to(device)
 
-    bank = None
-    if feature_bank:
-        features_dir = study.runs_dir(experiment) / "features"
+    if s.feature_bank:
         rows = data.table["store_row"].to_numpy(dtype=np.int64)
+        bank = None
         if main:
-            bank = load_or_build_bank(features_dir, backbone_factory, rows, data.patches, data.digest,
-                                      resolved.ident, n_views, crop, progress=progress)
+            bank = load_or_build_bank(runs.features_dir, backbone_factory, rows, data.patches, data.digest,
+                                      resolved.ident, s.n_views, s.crop, progress=control.progress)
         _barrier(dist)
         if not main:
-            bank = load_or_build_bank(features_dir, backbone_factory, rows, data.patches, data.digest,
-                                      resolved.ident, n_views, crop, progress=False)
-        source = ViewSource(data, settings, bank, None, device)
+            bank = load_or_build_bank(runs.features_dir, backbone_factory, rows, data.patches, data.digest,
+                                      resolved.ident, s.n_views, s.crop, progress=False)
+        source = ViewSource(data, s, bank, None, device)
     else:
-        source = ViewSource(data, settings, None, backbone_factory(), device)
+        source = ViewSource(data, s, None, backbone_factory(), device)
 
-    if resolved.kind != "none" and vgg is None:
-        vgg = build_vgg16(resolved)
-    head = init_head(vgg, seed, pretrained_fc=resolved.kind != "none").to(device)
+    if resolved.kind != "none":  # the FC layers start from the weights file's
+        pretrained = vgg if vgg is not None else build_vgg16(resolved)
+        head = init_head(pretrained, request.seed, pretrained_fc=True).to(device)
+        del pretrained
+    else:  # random init draws every FC layer from the seed and reads no backbone layer
+        head = init_head(torch.nn.Module(), request.seed, pretrained_fc=False).to(device)
     del vgg
-    optimizer = torch.optim.Adam(head.param_groups(lr))
+    optimizer = torch.optim.Adam(head.param_groups(s.lr))
 
     sets = data.table["set"].to_numpy()
     labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64), device=device)
@@ -385,94 +498,105 @@ def train_run(
     val_idx = np.flatnonzero(sets == "val")
     val_feats, val_labels = source.centre(val_idx), labels[val_idx]
 
-    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0, "stopped": False,
-             "history": []}
-    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
-    if ckpt_path.is_file():
-        ck = load_torch(ckpt_path)
+    state: dict[str, Any] = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0,
+                             "stopped": False, "history": []}
+    if files.checkpoint.is_file():
+        ck = load_torch(files.checkpoint)
         head.load_state_dict(ck["head"])
         optimizer.load_state_dict(ck["optimizer"])
         torch.random.set_rng_state(ck["torch_rng"])
         state = ck["state"]
         log.info("resuming %s at epoch %d", out, state["epoch"])
+    return PreparedRun(request, files, dist, device, data, source, head, optimizer, labels, train_idx, val_feats,
+                       val_labels, state)
 
+
+# -- the epoch loop ---------------------------------------------------------------------------
+def _train_one_epoch(run: PreparedRun, epoch: int, bar: Any, batch_task: Any) -> float:
+    """One pass over the training set (this rank's share of every global batch); the mean train loss."""
+    seed, batch_size = run.request.seed, run.request.settings.batch_size
+    rank, world = _world(run.dist)
+    head, device = run.head, run.device
+    rng = np.random.default_rng([seed, epoch, 7])
+    order = run.train_idx[rng.permutation(len(run.train_idx))]
+    views = run.source.draw_views(rng, len(order))
+    head.train()
+    loss_sum = torch.zeros(2, device=device)  # summed loss, count
+    n_batches = (len(order) + batch_size - 1) // batch_size
+    if bar:
+        bar.reset(batch_task, total=n_batches, description=f"  epoch {epoch} batches")
+    for b in range(n_batches):
+        gidx = order[b * batch_size:(b + 1) * batch_size]
+        masks = [m.to(device) for m in _epoch_masks(seed, epoch, b, len(gidx), head.fc2.in_features)]
+        mine = slice(rank, None, world)
+        x = run.source.train_features(gidx[mine], views[b * batch_size:(b + 1) * batch_size][mine])
+        logits = head(x, (masks[0][mine], masks[1][mine]))
+        loss = F.cross_entropy(logits, run.labels[torch.from_numpy(gidx[mine]).to(device)], reduction="sum")
+        run.optimizer.zero_grad(set_to_none=False)
+        (loss / len(gidx)).backward()
+        _all_reduce_([p.grad for p in head.parameters() if p.grad is not None], run.dist)
+        run.optimizer.step()
+        loss_sum += torch.stack([loss.detach(), torch.tensor(float(len(gidx[mine])), device=device)])
+        if bar:
+            bar.advance(batch_task)
+    _all_reduce_([loss_sum], run.dist)
+    return float(loss_sum[0] / loss_sum[1].clamp(min=1))
+
+
+def train_epochs(run: PreparedRun, control: RunControl) -> bool:
+    """Epochs until early stopping or ``max_epochs`` (checkpoint, ``best.pt`` and ``history.csv`` after
+    each); False when the call left early (``stop_after_epochs``), True when training has finished."""
+    s, state, files = run.request.settings, run.state, run.files
+    split, seed = run.request.split, run.request.seed
+    main = run.main
     done_here = 0
     last_ckpt = time.monotonic()
-    bar_ctx = _progress(progress and main)
-    with bar_ctx as bar:
-        ep_task = bar.add_task(f"train {split} seed{seed}", total=max_epochs, completed=state["epoch"]) if bar else None
+    with _progress(control.progress and main) as bar:
+        ep_task = bar.add_task(f"train {split} seed{seed}", total=s.max_epochs, completed=state["epoch"]) if bar else None
         batch_task = bar.add_task("  batches", total=1) if bar else None
-        while not state["stopped"] and state["epoch"] < max_epochs:
+        while not state["stopped"] and state["epoch"] < s.max_epochs:
             epoch = state["epoch"]
-            rng = np.random.default_rng([seed, epoch, 7])
-            order = train_idx[rng.permutation(len(train_idx))]
-            views = source.draw_views(rng, len(order))
-            head.train()
-            loss_sum = torch.zeros(2, device=device)  # summed loss, count
-            n_batches = (len(order) + batch_size - 1) // batch_size
-            if bar:
-                bar.reset(batch_task, total=n_batches, description=f"  epoch {epoch} batches")
-            for b in range(n_batches):
-                gidx = order[b * batch_size:(b + 1) * batch_size]
-                masks = [m.to(device) for m in _epoch_masks(seed, epoch, b, len(gidx), head.fc2.in_features)]
-                mine = slice(rank, None, world)
-                x = source.train_features(gidx[mine], views[b * batch_size:(b + 1) * batch_size][mine])
-                logits = head(x, (masks[0][mine], masks[1][mine]))
-                loss = F.cross_entropy(logits, labels[torch.from_numpy(gidx[mine]).to(device)], reduction="sum")
-                optimizer.zero_grad(set_to_none=False)
-                (loss / len(gidx)).backward()
-                _all_reduce_([p.grad for p in head.parameters()], dist)
-                optimizer.step()
-                loss_sum += torch.stack([loss.detach(), torch.tensor(float(len(gidx[mine])), device=device)])
-                if bar:
-                    bar.advance(batch_task)
-            _all_reduce_([loss_sum], dist)
-            val_loss, val_acc, _ = _evaluate(head, val_feats, val_labels)
-            train_loss = float(loss_sum[0] / max(loss_sum[1], 1))
+            train_loss = _train_one_epoch(run, epoch, bar, batch_task)
+            val_loss, val_acc, _ = _evaluate(run.head, run.val_feats, run.val_labels)
             improved = val_loss < state["best_loss"]
             if improved:
                 state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
                 if main:
-                    save_torch({"head": head.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+                    save_torch({"head": run.head.state_dict(), "epoch": epoch, "val_loss": val_loss}, files.best)
             else:
                 state["bad_epochs"] += 1
             state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                      "val_accuracy": val_acc, "best": improved})
             state["epoch"] = epoch + 1
-            state["stopped"] = state["bad_epochs"] >= patience
+            state["stopped"] = state["bad_epochs"] >= s.patience
             done_here += 1
-            leaving = stop_after_epochs is not None and done_here >= stop_after_epochs
-            last_epoch = state["stopped"] or state["epoch"] >= max_epochs or leaving
-            if main and (last_epoch or time.monotonic() - last_ckpt >= checkpoint_interval_s):
-                save_torch({"head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                            "torch_rng": torch.random.get_rng_state(), "state": state}, ckpt_path)
+            leaving = control.stop_after_epochs is not None and done_here >= control.stop_after_epochs
+            last_epoch = state["stopped"] or state["epoch"] >= s.max_epochs or leaving
+            if main and (last_epoch or time.monotonic() - last_ckpt >= control.checkpoint_interval_s):
+                save_torch({"head": run.head.state_dict(), "optimizer": run.optimizer.state_dict(),
+                            "torch_rng": torch.random.get_rng_state(), "state": state}, files.checkpoint)
                 last_ckpt = time.monotonic()
             if main:
-                write_text(out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
+                write_text(files.history, pd.DataFrame(state["history"]).to_csv(index=False))
             if bar:
                 bar.update(ep_task, completed=epoch + 1,
                            description=f"train {split} seed{seed} val_loss {val_loss:.3f} acc {val_acc:.2f}")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
+            if control.on_epoch_end is not None:
+                control.on_epoch_end(epoch)
             if leaving and not state["stopped"]:
-                _barrier(dist)
-                return out
-    _barrier(dist)
-    if main:
-        _write_results(study, out, head, source, data, state["best_epoch"])
-    _barrier(dist)
-    return out
+                return False
+    return True
 
 
 class _NoBar:
-    def __enter__(self):
+    def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *a):
+    def __exit__(self, *a: object) -> Literal[False]:
         return False
 
 
-def _progress(enabled: bool):
+def _progress(enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -481,18 +605,21 @@ def _progress(enabled: bool):
                     transient=False)
 
 
-def _write_results(study: Study, out: Path, head: Head, source: ViewSource, data: RunData, best_epoch: int) -> None:
-    best = load_torch(out / "best.pt")
+# -- results -----------------------------------------------------------------------------------
+def write_results(study: Study, files: RunFiles, head: Head, source: ViewSource, data: RunData,
+                  best_epoch: int) -> None:
+    """The best epoch's predictions of every split row, then ``metrics.json`` (last: the run is complete)."""
+    best = load_torch(files.best)
     head.load_state_dict(best["head"])
     all_idx = np.arange(len(data.table))
     labels = torch.tensor(data.table["label"].to_numpy(dtype=np.int64), device=source.device)
     _, _, prob = _evaluate(head, source.centre(all_idx), labels)
     pred = predictions_table(data.table, prob, (prob >= 0.5).astype(int))
-    write_text(out / "predictions.csv", pred.to_csv(index=False))
+    write_text(files.predictions, pred.to_csv(index=False))
     focus = focus_massif_of(study.config.focus_massif)
     metrics = metrics_report(pred, focus, best_epoch=int(best_epoch))
-    write_json(out / "metrics.json", metrics)
-    log.info("run %s: best epoch %d, test accuracy %s, F1 %s", out, best_epoch,
+    write_json(files.metrics, metrics)
+    log.info("run %s: best epoch %d, test accuracy %s, F1 %s", files.dir, best_epoch,
              metrics["all"]["accuracy"], metrics["all"]["f1"])
 
 

@@ -38,6 +38,7 @@ from shapely.geometry import Point
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import InputError, Problem
+from avalanche_hpc.inputs.grid import window_transform
 from avalanche_hpc.preprocess.labels import monitored_flags
 from avalanche_hpc.preprocess.raster import open_raster
 from avalanche_hpc.study import Study
@@ -113,7 +114,7 @@ def _corridor_zone(geom, src, dem_nodata) -> dict | None:
     valid = np.isfinite(dem)
     if dem_nodata is not None and not np.isnan(dem_nodata):
         valid &= dem != dem_nodata
-    wt = src.window_transform(window)
+    wt = window_transform(src.transform, window.col_off, window.row_off)
     inside = features.geometry_mask([geom], out_shape=dem.shape, transform=wt, invert=True)
     if not (inside & valid).any():
         inside = features.geometry_mask([geom], out_shape=dem.shape, transform=wt, invert=True, all_touched=True)

@@ -26,12 +26,10 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from avalanche_hpc.errors import ArgumentError, InputError, Problem
 from avalanche_hpc.study import LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_UNKNOWN
 
 __all__ = ["label_map", "monitored_flags"]
-
-LABEL_COLUMNS = ("path_id", "label", "event_id", "deposit_area_m2")
-
 
 def monitored_flags(corridors: pd.DataFrame) -> pd.Series:
     """Boolean ``monitored`` per corridor row (True when the optional column is absent or empty)."""
@@ -40,7 +38,8 @@ def monitored_flags(corridors: pd.DataFrame) -> pd.Series:
     col = corridors["monitored"]
     text = [v for v in col if isinstance(v, str)]
     if text:  # 'false' would silently read as True
-        raise ValueError(f"column 'monitored' holds text ({text[0]!r}); write booleans (or 0/1)")
+        raise InputError(Problem("corridors.gpkg", "column monitored", f"holds text ({text[0]!r})",
+                                 "write booleans (or 0/1); 'false' would read as True"))
     return col.where(col.notna(), True).astype(bool)
 
 
@@ -60,7 +59,7 @@ def label_map(
         one row per corridor, in corridor order: ``path_id, label, event_id, deposit_area_m2``.
     """
     if not t0 < t1:
-        raise ValueError(f"previous acquisition {t0} must be before this acquisition {t1}")
+        raise ArgumentError(f"previous acquisition {t0} must be before this acquisition {t1}")
     paths = corridors["path_id"].astype(str).to_numpy()
     monitored = monitored_flags(corridors).to_numpy()
     out = pd.DataFrame({

@@ -21,11 +21,13 @@ import rasterio
 from rasterio.windows import Window
 
 from avalanche_hpc.errors import InputError, MissingInputError, Problem
+from avalanche_hpc.inputs.grid import Grid
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "GridSpec",
+    "check_on_grid",
+    "dem_grid",
     "raster_units",
     "read_mask_windows",
     "read_power_windows",
@@ -37,25 +39,22 @@ __all__ = [
 UNITS_TAG = "UNITS"
 
 
-class GridSpec:
-    """The grid every scene must share with ``dem.tif``: transform, shape, CRS."""
+def dem_grid(path: Path) -> Grid:
+    """The grid of ``dem.tif``: every scene must share it."""
+    with open_raster(path, "grid") as src:
+        return Grid.of(src)
 
-    def __init__(self, transform: rasterio.Affine, shape: tuple[int, int], crs):
-        self.transform, self.shape, self.crs = transform, shape, crs
 
-    @classmethod
-    def from_raster(cls, path: Path) -> GridSpec:
-        with open_raster(path, "grid") as src:
-            return cls(src.transform, (src.height, src.width), src.crs)
-
-    def check(self, src, path: Path, where: str) -> None:
-        if (src.height, src.width) != self.shape or not src.transform.almost_equals(self.transform):
-            raise InputError(Problem(
-                str(path), where,
-                f"not on the DEM grid: shape {(src.height, src.width)} transform {tuple(src.transform)[:6]} "
-                f"vs dem.tif shape {self.shape} transform {tuple(self.transform)[:6]}",
-                "resample the scene onto the DEM grid (same CRS, pixel size, origin and size)",
-            ))
+def check_on_grid(src, grid: Grid, path: Path, where: str) -> None:
+    """InputError unless the open raster ``src`` has the CRS, shape and transform of ``grid``."""
+    own = Grid.of(src)
+    if not own.same_as(grid):
+        raise InputError(Problem(
+            str(path), where,
+            f"not on the DEM grid: CRS {own.crs_text} shape {own.shape} transform {own.transform} "
+            f"vs dem.tif CRS {grid.crs_text} shape {grid.shape} transform {grid.transform}",
+            "resample the scene onto the DEM grid (same CRS, pixel size, origin and size): " + grid.warp_to(),
+        ))
 
 
 def open_raster(path: Path, where: str = ""):
@@ -157,11 +156,11 @@ def read_windows(src, r0: np.ndarray, c0: np.ndarray, size: int, fill: float = n
 
 
 def read_power_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
-                       grid: GridSpec | None = None, where: str = "") -> np.ndarray:
+                       grid: Grid | None = None, where: str = "") -> np.ndarray:
     """sigma0 windows in linear power, float32 (n, size, size), NaN where invalid or outside."""
     with open_raster(path, where) as src:
         if grid is not None:
-            grid.check(src, path, where)
+            check_on_grid(src, grid, path, where)
         if src.count < 1:
             raise InputError(Problem(str(path), where, "has no band", "write sigma0 as band 1"))
         units = raster_units(src, default_units, path)
@@ -174,12 +173,12 @@ def read_power_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, de
 
 
 def read_mask_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int,
-                      grid: GridSpec | None = None, where: str = "") -> np.ndarray:
+                      grid: Grid | None = None, where: str = "") -> np.ndarray:
     """Boolean (n, size, size): True where layover/shadow or outside the raster; all False if no file."""
     if not Path(path).is_file():
         return np.zeros((len(r0), size, size), dtype=bool)
     with open_raster(path, where) as src:
         if grid is not None:
-            grid.check(src, path, where)
+            check_on_grid(src, grid, path, where)
         m = read_windows(src, r0, c0, size, fill=255, dtype=np.uint8, path=path, where=where)
     return m != 0

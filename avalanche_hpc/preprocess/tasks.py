@@ -45,9 +45,11 @@ from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.digest import digest_json, sha256_text
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
+from avalanche_hpc.inputs.grid import Grid
 from avalanche_hpc.preprocess.deposition import file_fingerprint, load_deposition
 from avalanche_hpc.preprocess.labels import label_map
-from avalanche_hpc.preprocess.raster import GridSpec, read_mask_windows, read_power_windows, window_origins
+from avalanche_hpc.preprocess.raster import dem_grid, read_mask_windows, read_power_windows, window_origins
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.store.layout import CHANNELS, open_h5, read_attrs, write_patches
 from avalanche_hpc.study import LAYOVER_SHADOW, Acquisition, Study, fmt_yyyymmdd
 
@@ -109,7 +111,7 @@ class StudyInputs:
     study: Study
     deposition: pd.DataFrame
     inventory: pd.DataFrame
-    grid: GridSpec
+    grid: Grid
     _summer_digest: dict = field(default_factory=dict)
     _summer: dict = field(default_factory=dict)  # (season, orbit) -> (digest, {"VV", "VH"} windows)
     _labels: dict = field(default_factory=dict)  # (prev_date, date) -> label map (inventory + deposition only)
@@ -120,7 +122,7 @@ class StudyInputs:
         study = Study.load(root)
         dep = load_deposition(root)
         inv = study.read_inventory()
-        return cls(study, dep, inv, GridSpec.from_raster(study.dem_path))
+        return cls(study, dep, inv, dem_grid(study.dem_path))
 
     @property
     def patch_size(self) -> int:
@@ -164,7 +166,7 @@ class StudyInputs:
         """The label map of (prev_date, date], computed once per process (verify checks and digests both need it)."""
         key = (acq.prev_date, acq.date)
         if key not in self._labels:
-            self._labels[key] = label_map(self.inventory, self.deposition, acq.prev_date, acq.date)
+            self._labels[key] = label_map(self.inventory, self.deposition, acq.previous, acq.date)
         return self._labels[key]
 
     def task_digest(self, acq: Acquisition, labels: pd.DataFrame) -> str:
@@ -172,7 +174,7 @@ class StudyInputs:
             "settings": self.settings(),
             "summer": self.summer_digest(acq.season, acq.orbit),
             "t1": self.scene_fingerprints(acq.orbit, acq.date),
-            "t0": self.scene_fingerprints(acq.orbit, acq.prev_date),
+            "t0": self.scene_fingerprints(acq.orbit, acq.previous),
             "labels": sha256_text(labels.to_csv(index=False)),
             "massifs": sha256_text("|".join(self.deposition["massif"].astype(str))),
         }
@@ -351,7 +353,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         return shard, False
     summer = summer_reference(inputs, acq.season, acq.orbit)
     r0, c0 = inputs.origins()
-    vv0, vh0, m0 = _read_date(inputs, acq.orbit, acq.prev_date, r0, c0)
+    vv0, vh0, m0 = _read_date(inputs, acq.orbit, acq.previous, r0, c0)
     vv1, vh1, m1 = _read_date(inputs, acq.orbit, acq.date, r0, c0)
     patches, frac = compute_channels(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"], m1 | m0)
     dep = inputs.deposition
@@ -361,7 +363,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         "season": acq.season,
         "orbit": acq.orbit,
         "date": acq.date.isoformat(),
-        "prev_date": acq.prev_date.isoformat(),
+        "prev_date": acq.previous.isoformat(),
         "label": labels["label"].to_numpy(),
         "event_id": labels["event_id"].to_numpy(),
         "deposit_area_m2": labels["deposit_area_m2"].to_numpy(),
@@ -374,7 +376,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
     })
     attrs = {
         "digest": digest, "complete": True, "task": acq.key, "season": acq.season, "orbit": acq.orbit,
-        "date": acq.date.isoformat(), "prev_date": acq.prev_date.isoformat(), "study": study.config.name,
+        "date": acq.date.isoformat(), "prev_date": acq.previous.isoformat(), "study": study.config.name,
         "created_by": f"avalanche-hpc {__version__}", "settings": json.dumps(inputs.settings(), sort_keys=True),
         "units": "dB", "elevation_units": "m", "slope_units": "degrees",
         "aspect_units": "degrees clockwise from north (downslope direction)",
@@ -423,13 +425,10 @@ def preprocess_all(root: Path, force: bool = False, progress: bool = True, seaso
             log.info("%s skipped: first acquisition of the season on orbit %s (no previous acquisition)", a.key, a.orbit)
     tasks = [a for a in all_acqs if a.prev_date is not None]
     paths, written = [], 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.description}"), disable=not progress) as bar:
-        tid = bar.add_task("", total=len(tasks))
+    with progress_bar(enabled=progress) as bar:
+        tid = bar.add_task("preprocess", total=len(tasks), detail="")
         for acq in tasks:
-            bar.update(tid, description=acq.key)
+            bar.update(tid, detail=acq.key)
             shard, did = _run_task(inputs, acq, force)
             paths.append(shard)
             written += did

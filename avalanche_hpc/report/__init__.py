@@ -37,10 +37,16 @@ from avalanche_hpc.report.collect import (
     table_per_massif,
     table_per_orbit,
 )
-from avalanche_hpc.report.provenance import collect_provenance, provenance_rows
+from avalanche_hpc.report.provenance import (
+    DIGEST_META,
+    collect_provenance,
+    provenance_rows,
+    report_inputs_digest,
+    report_is_current,
+)
 from avalanche_hpc.report.render import Figure, Section, render_html, render_markdown
 
-__all__ = ["build_report", "compare_experiments", "load_experiment", "report_summary"]
+__all__ = ["build_report", "compare_experiments", "load_experiment", "report_is_current", "report_summary"]
 
 log = logging.getLogger(__name__)
 INDEX, MARKDOWN, SUMMARY, FIGURES = "index.html", "report.md", "summary.json", "figures"
@@ -55,7 +61,7 @@ def _stats_json(st: dict[str, dict[str, dict[str, Stat]]]) -> dict[str, Any]:
 
 
 def _write_outputs(folder: Path, title: str, subtitle: str, sections: list[Section], notes: list[str],
-                   summary: dict[str, Any], written: list[Path]) -> Path:
+                   summary: dict[str, Any], written: list[Path], meta: dict[str, str] | None = None) -> Path:
     """Markdown and JSON first, index.html last (its presence means a complete report); stale figures go."""
     figdir = folder / FIGURES
     if figdir.is_dir():
@@ -65,7 +71,7 @@ def _write_outputs(folder: Path, title: str, subtitle: str, sections: list[Secti
     write_text(folder / MARKDOWN, render_markdown(title, subtitle, sections, notes, folder))
     write_json(folder / SUMMARY, summary)
     index = folder / INDEX
-    write_text(index, render_html(title, subtitle, sections, notes))
+    write_text(index, render_html(title, subtitle, sections, notes, meta))
     log.info("report written: %s", index)
     return index
 
@@ -115,6 +121,7 @@ def build_report(root: Path, experiment: str) -> Path:
     exp = load_experiment(Path(root), experiment)
     folder = exp.study.reports_dir(experiment)
     figdir = folder / FIGURES
+    inputs_digest = report_inputs_digest(exp.study, experiment)
 
     results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp)) if t]
     miss_tables, miss_data = analyse_misses(exp)
@@ -165,9 +172,10 @@ def build_report(root: Path, experiment: str) -> Path:
         "main_split": main.name, "generated_utc": _now(), "table1": _stats_json(table_one_stats(exp)),
         "tables": {t.id: t.to_json() for t in all_tables}, "analysis": miss_data, "dataset": ds_data,
         "figures": [p.relative_to(folder).as_posix() for p in made.values() if p], "notes": exp.notes,
-        "provenance": prov,
+        "provenance": prov, "inputs_digest": inputs_digest,
     }
-    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary, [p for p in made.values() if p])
+    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary, [p for p in made.values() if p],
+                          {DIGEST_META: inputs_digest})
 
 
 def _delta(a: Stat, b: Stat) -> str:
@@ -196,12 +204,12 @@ def compare_experiments(root: Path, exp_a: str, exp_b: str) -> Path:
         tables.append(Table(f"compare_{scope}", f"Table I, {label}: {exp_a} (A) vs {exp_b} (B)", cols, rows,
                             f"Main splits: A '{a.main_split.name}', B '{b.main_split.name}'; test sets; "
                             f"CNN mean ± sample std over seeds."))
-    common = [s.name for s in a.holdouts if b.split(s.name) is not None]
+    common = [(s, other) for s in a.holdouts if (other := b.split(s.name)) is not None]
     if common:
         rows = []
-        for name in common:
-            x, y = split_stats(a.split(name)), split_stats(b.split(name))
-            rows.append([a.split(name).held_out(a.study.config.massifs), x["cnn"]["accuracy"], y["cnn"]["accuracy"],
+        for sa_, sb_ in common:
+            x, y = split_stats(sa_), split_stats(sb_)
+            rows.append([sa_.held_out(a.study.config.massifs), x["cnn"]["accuracy"], y["cnn"]["accuracy"],
                          _delta(x["cnn"]["accuracy"], y["cnn"]["accuracy"]), x["baseline"]["accuracy"],
                          y["baseline"]["accuracy"], x["cnn"]["f1"], y["cnn"]["f1"], _delta(x["cnn"]["f1"], y["cnn"]["f1"])])
         tables.append(Table("compare_holdouts", "Hold-out massifs in both experiments",

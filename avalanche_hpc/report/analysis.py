@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from avalanche_hpc.report.collect import Experiment, Table
+from avalanche_hpc.study import LABEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,6 @@ def analyse_misses(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
 
 
 # -- dataset summary -------------------------------------------------------------------------------
-LABEL_NAMES = {1: "positive", 0: "negative", -1: "unknown"}
 
 
 def _label_counts(meta: pd.DataFrame, by: list[str]) -> pd.DataFrame:

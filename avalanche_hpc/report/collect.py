@@ -25,7 +25,7 @@ import pandas as pd
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
 from avalanche_hpc.learn.metrics import compute_metrics, focus_massif_of
 from avalanche_hpc.learn.splits import HOLDOUT_PREFIX, read_split, slugify
-from avalanche_hpc.study import Study
+from avalanche_hpc.study import RunFiles, Study
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ class Run:
         if self.kind == "cnn":
             return f"cnn seed {self.seed}"
         return "baseline (tuned)" if self.kind == "baseline-tuned" else "baseline (paper)"
+
+    @property
+    def files(self) -> RunFiles:
+        return RunFiles(self.dir)
 
     @property
     def test(self) -> pd.DataFrame:
@@ -171,23 +175,15 @@ def read_predictions(path: Path) -> pd.DataFrame:
     return df
 
 
-def _read_run(kind: str, seed: int | None, run_dir: Path, notes: list[str]) -> Run | None:
-    pred_path = run_dir / "predictions.csv"
-    if not pred_path.is_file():
-        notes.append(f"{run_dir}: no predictions.csv (run not finished?) - left out of the report")
+def _read_run(kind: str, seed: int | None, files: RunFiles, notes: list[str]) -> Run | None:
+    if not files.predictions.is_file():
+        notes.append(f"{files.dir}: no predictions.csv (run not finished?) - left out of the report")
         return None
-    config = _read_json(run_dir / ("config.json" if kind == "cnn" else "params.json")) or {}
+    config = _read_json(files.config if kind == "cnn" else files.params) or {}
     history = None
-    if (run_dir / "history.csv").is_file():
-        history = pd.read_csv(run_dir / "history.csv")
-    return Run(kind, seed, run_dir, read_predictions(pred_path), config, _read_json(run_dir / "metrics.json"), history)
-
-
-def _seed_of(name: str) -> int | None:
-    try:
-        return int(name[len("seed"):]) if name.startswith("seed") else None
-    except ValueError:
-        return None
+    if files.history.is_file():
+        history = pd.read_csv(files.history)
+    return Run(kind, seed, files.dir, read_predictions(files.predictions), config, _read_json(files.metrics), history)
 
 
 def missing_experiment_message(study: Study, experiment: str) -> str:
@@ -214,34 +210,33 @@ def load_experiment(root: Path, experiment: str) -> Experiment:
     """Every finished run of ``STUDY/runs/{experiment}``; MissingInputError when there is none."""
     validate_experiment_name(experiment)
     study = Study.load(root)
-    exp_dir = study.runs_dir(experiment)
+    runs = study.runs(experiment)
+    exp_dir = runs.root
     if not exp_dir.is_dir():
         raise MissingInputError(missing_experiment_message(study, experiment))
     notes: list[str] = []
     splits: list[SplitRuns] = []
-    for split_dir in sorted(p for p in exp_dir.iterdir() if p.is_dir()):
-        if not (split_dir.name == RANDOM_SPLIT or split_dir.name.startswith(HOLDOUT_PREFIX)):
+    for name in runs.split_names():
+        if not (name == RANDOM_SPLIT or name.startswith(HOLDOUT_PREFIX)):
             continue  # features/, logs/, ...
         cnn: list[Run] = []
-        cnn_dir = split_dir / "cnn"
-        if cnn_dir.is_dir():
-            seeds = sorted((s, p) for p in cnn_dir.iterdir() if p.is_dir() and (s := _seed_of(p.name)) is not None)
-            for seed, p in seeds:
-                run = _read_run("cnn", seed, p, notes)
-                if run:
-                    cnn.append(run)
-        baseline = _read_run("baseline", None, split_dir / "baseline", notes) if (split_dir / "baseline").is_dir() else None
-        tuned_dir = split_dir / "baseline-tuned"
-        tuned = _read_run("baseline-tuned", None, tuned_dir, notes) if tuned_dir.is_dir() else None
+        for seed in runs.cnn_seeds(name):
+            run = _read_run("cnn", seed, runs.cnn(name, seed), notes)
+            if run:
+                cnn.append(run)
+        base = runs.baseline(name)
+        baseline = _read_run("baseline", None, base, notes) if base.dir.is_dir() else None
+        tuned_files = runs.baseline(name, "tuned")
+        tuned = _read_run("baseline-tuned", None, tuned_files, notes) if tuned_files.dir.is_dir() else None
         split_table = None
-        if (split_dir / "split.csv").is_file():
-            split_table = read_split(split_dir / "split.csv")
+        if runs.split_csv(name).is_file():
+            split_table = read_split(runs.split_csv(name))
         if cnn or baseline or tuned:
-            splits.append(SplitRuns(split_dir.name, split_dir, split_table, cnn, baseline, tuned))
+            splits.append(SplitRuns(name, runs.split_dir(name), split_table, cnn, baseline, tuned))
     if not splits:
         raise MissingInputError(missing_experiment_message(study, experiment))
     splits.sort(key=lambda s: (s.name != RANDOM_SPLIT, s.name))
-    settings = _read_json(exp_dir / "experiment.json") or {}
+    settings = _read_json(runs.experiment_json) or {}
     saved_focus = next((r.saved_metrics.get("focus_massif") for s in splits for r in s.runs
                         if r.saved_metrics and r.saved_metrics.get("focus_massif")), None)
     focus = study.config.focus_massif or saved_focus or focus_massif_of(None)
@@ -275,7 +270,7 @@ def check_saved_metrics(exp: Experiment) -> None:
                     if a is None and b is None:
                         continue
                     if a is None or b is None or abs(float(a) - float(b)) > AGREE_TOL:
-                        exp.notes.append(f"{run.dir / 'metrics.json'}: {scope}.{key} = {a} but predictions.csv "
+                        exp.notes.append(f"{run.files.metrics}: {scope}.{key} = {a} but predictions.csv "
                                          f"gives {b} (the report uses the recomputed value)")
 
 

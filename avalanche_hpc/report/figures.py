@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 
@@ -19,6 +19,9 @@ import numpy as np
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.report.analysis import OCTANTS
 from avalanche_hpc.report.collect import Experiment, metrics_of
+
+if TYPE_CHECKING:
+    from matplotlib.projections.polar import PolarAxes
 
 log = logging.getLogger(__name__)
 DPI = 100
@@ -38,7 +41,7 @@ def plot_confusion(exp: Experiment, path: Path) -> Path | None:
     panels = []
     for scope, sel in (("all massifs", lambda t: t), (exp.focus_massif, lambda t: t[t["massif"] == exp.focus_massif])):
         if split.cnn:
-            cm = sum(np.asarray(metrics_of(sel(r.test))["confusion"]) for r in split.cnn)
+            cm = np.sum([np.asarray(metrics_of(sel(r.test))["confusion"]) for r in split.cnn], axis=0)
             panels.append((f"CNN, {scope}\n(summed over {len(split.cnn)} seed(s))", cm))
         if split.baseline:
             panels.append((f"Baseline, {scope}", np.asarray(metrics_of(sel(split.baseline.test))["confusion"])))
@@ -97,6 +100,8 @@ def plot_learning_curves(exp: Experiment, path: Path) -> Path | None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, r in enumerate(runs):
         h, c = r.history, colors[k % len(colors)]
+        if h is None:  # filtered out above; tells the type checker
+            continue
         if "train_loss" in h.columns:
             ax1.plot(h["epoch"], h["train_loss"], color=c, label=f"seed {r.seed} train")
         if "val_loss" in h.columns:
@@ -125,7 +130,7 @@ def plot_aspect_polar(aspect: dict[str, Any], path: Path) -> Path | None:
     tp = np.array([classes.get(o, {}).get("tp", 0) for o in OCTANTS]) / max(tp_n, 1)
     fn = np.array([classes.get(o, {}).get("fn", 0) for o in OCTANTS]) / max(fn_n, 1)
     fig = plt.figure(figsize=(5, 5))
-    ax = fig.add_subplot(projection="polar")
+    ax = cast("PolarAxes", fig.add_subplot(projection="polar"))
     ax.set_theta_zero_location("N")
     ax.set_theta_direction(-1)
     w = np.deg2rad(18)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from avalanche_hpc import __version__
-from avalanche_hpc.digest import sha256_file
+from avalanche_hpc.digest import digest_json, sha256_file
 from avalanche_hpc.report.analysis import store_digest_info
 from avalanche_hpc.report.collect import Experiment
+from avalanche_hpc.store.layout import read_attrs
+from avalanche_hpc.study import Study
 
 
 def git_describe(path: Path | None = None) -> str | None:
@@ -55,7 +58,7 @@ def collect_provenance(exp: Experiment) -> dict[str, Any]:
         for run in split.runs:
             runs.append({
                 "split": split.name, "run": run.name, "dir": str(run.dir.relative_to(exp.study.root)),
-                "predictions_sha256": sha256_file(run.dir / "predictions.csv"),
+                "predictions_sha256": sha256_file(run.files.predictions),
                 "settings": run.config,
             })
     return {
@@ -97,3 +100,34 @@ def provenance_rows(prov: dict[str, Any]) -> list[list[str]]:
             rows.append([f"{r['split']} / {r['run']}", ", ".join(f"{k}={v}" for k, v in d.items())
                          + ("; " if d else "") + f"predictions sha256 {r['predictions_sha256'][:16]}"])
     return rows
+
+
+DIGEST_META = "avalanche-hpc-inputs-digest"
+_DIGEST_RE = re.compile(r'<meta name="' + DIGEST_META + r'" content="([0-9a-f]+)">')
+
+
+def report_inputs_digest(study: Study, experiment: str) -> str:
+    """Digest of what a report of ``experiment`` reads: every run file (sha256 of its content),
+    the store's own digest and the code version."""
+    runs = study.runs(experiment)
+    files = [runs.experiment_json]
+    for name in runs.split_names():
+        files.append(runs.split_csv(name))
+        seeds = [runs.cnn(name, seed) for seed in runs.cnn_seeds(name)]
+        for f in [*seeds, runs.baseline(name)]:
+            files += [f.config, f.params, f.history, f.predictions, f.metrics]
+    content = {str(p.relative_to(runs.root)): sha256_file(p) for p in files if p.is_file()}
+    store = study.store_path
+    store_digest = read_attrs(store).get("digest") if store.is_file() else None
+    return digest_json({"runs": content, "store": store_digest, "code": __version__})
+
+
+def report_is_current(root: Path, experiment: str) -> bool:
+    """Whether ``index.html`` exists and was built from the experiment's current runs (its inputs digest)."""
+    study = Study.load(root)
+    index = study.report_index(experiment)
+    if not index.is_file():
+        return False
+    head = index.read_text(encoding="utf-8", errors="replace")[:4096]
+    m = _DIGEST_RE.search(head)
+    return m is not None and m.group(1) == report_inputs_digest(study, experiment)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ class Figure:
 class Section:
     id: str
     title: str
-    items: list[Table | Figure | str] = field(default_factory=list)  # str = a plain-text paragraph
+    items: Sequence[Table | Figure | str] = field(default_factory=list)  # str = a plain-text paragraph
     bullets: bool = False  # render the str items as a bulleted list in normal text
 
 
@@ -86,9 +87,12 @@ def html_table(t: Table) -> str:
     return out
 
 
-def render_html(title: str, subtitle: str, sections: list[Section], notes: list[str]) -> str:
+def render_html(title: str, subtitle: str, sections: list[Section], notes: list[str],
+                meta: dict[str, str] | None = None) -> str:
+    """The self-contained page; ``meta``: extra ``<meta name content>`` tags (e.g. the inputs digest)."""
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n"
+    tags = "".join(f'<meta name="{html.escape(k)}" content="{html.escape(v)}">\n' for k, v in (meta or {}).items())
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n{tags}<title>{html.escape(title)}</title>\n"
              f"<style>{CSS}</style></head>\n<body><main>\n<h1>{html.escape(title)}</h1>\n"
              f'<p class="sub">{html.escape(subtitle)}</p>\n<nav>{nav}</nav>\n']
     if notes:
@@ -97,7 +101,7 @@ def render_html(title: str, subtitle: str, sections: list[Section], notes: list[
     for s in sections:
         parts.append(f'<h2 id="{s.id}">{html.escape(s.title)}</h2>\n')
         if s.bullets:
-            parts.append('<ul class="glance">' + "".join(f"<li>{html.escape(i)}</li>" for i in s.items) + "</ul>\n")
+            parts.append('<ul class="glance">' + "".join(f"<li>{html.escape(str(i))}</li>" for i in s.items) + "</ul>\n")
             continue
         in_figs = False  # consecutive figures share a wrapping row
         for item in s.items:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from avalanche_hpc.atomic import atomic_path
+from avalanche_hpc.errors import ArgumentError
 
 SCHEMA_VERSION = 1
 CHANNELS = ("VV*", "VV*_old", "VHdiff")
@@ -75,10 +76,10 @@ def _column_array(name: str, values: pd.Series) -> np.ndarray:
 
 def _check_meta(meta: pd.DataFrame, n: int) -> None:
     if len(meta) != n:
-        raise ValueError(f"{len(meta)} metadata rows for {n} patches")
+        raise ArgumentError(f"{len(meta)} metadata rows for {n} patches")
     missing = [c for c in META_COLUMNS if c not in meta.columns]
     if missing:
-        raise ValueError(f"metadata lacks column(s) {missing}")
+        raise ArgumentError(f"metadata lacks column(s) {missing}")
 
 
 def _write_meta(f: h5py.File, meta: pd.DataFrame) -> None:
@@ -121,7 +122,7 @@ def write_patches(
     """Write patches + metadata atomically to ``path`` (a shard or a consolidated store)."""
     path = Path(path)
     if patches.ndim != 4 or patches.shape[1] != len(CHANNELS) or patches.shape[2] != patches.shape[3]:
-        raise ValueError(f"patches must be (N, {len(CHANNELS)}, P, P), got {patches.shape}")
+        raise ArgumentError(f"patches must be (N, {len(CHANNELS)}, P, P), got {patches.shape}")
     _check_meta(meta, patches.shape[0])
     with atomic_path(path) as tmp:
         with open_h5(tmp, "w") as f:

@@ -32,6 +32,7 @@ import rasterio
 
 from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
 from avalanche_hpc.synth import clutter, debris, radar
 from avalanche_hpc.synth.corridors import Corridor, Footprint, deposit_footprint, make_corridors
@@ -43,7 +44,7 @@ from avalanche_hpc.synth.terrain import Terrain, make_terrain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GENERATOR_VERSION", "SynthWorld", "build_world", "generate_study", "winter_dates"]
+__all__ = ["GENERATOR_VERSION", "SynthWorld", "build_world", "generate_study", "generation_is_complete", "winter_dates"]
 
 GENERATOR_VERSION = 2
 MARKER = ".synth.json"
@@ -334,10 +335,29 @@ def _scene_complete(study: Study, orbit: str, d: dt.date) -> bool:
     return all(study.scene_path(orbit, d, b).is_file() for b in ("VV", "VH", LAYOVER_SHADOW))
 
 
-def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> None:
+def _marker(preset: Preset, seed: int) -> dict:
+    """What ``.synth.json`` records: the generation's settings (compared on every re-run)."""
     marker = {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed,
               "physics": dataclasses.asdict(preset.physics)}
-    marker = json.loads(json.dumps(marker))  # tuples -> lists, as read back
+    return json.loads(json.dumps(marker))  # tuples -> lists, as read back
+
+
+def generation_is_complete(root: Path, preset: str | Preset, seed: int) -> bool:
+    """Whether ``root`` holds a finished generation of exactly this preset and seed.
+
+    The marker (the generation's settings) must match and ``truth.csv``, written last, must exist.
+    """
+    root = Path(root)
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
+    try:
+        same = json.loads((root / MARKER).read_text(encoding="utf-8")) == _marker(p, seed)
+    except (OSError, ValueError):
+        return False
+    return same and (root / "truth.csv").is_file() and (root / "truth_conditions.csv").is_file()
+
+
+def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> None:
+    marker = _marker(preset, seed)
     mpath = root / MARKER
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a directory -> choose another study path")
@@ -415,20 +435,14 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
             if on_date is not None:
                 on_date(oid, d)
 
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn()) as bar:
-            task = bar.add_task(f"{p.name} scenes", total=len(jobs))
-            run(lambda: bar.advance(task))
-    else:
-        run(lambda: None)
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task("synth", total=len(jobs), detail=f"{p.name} scenes")
+        run(lambda: bar.advance(task))
     for i in range(len(p.orbits)):
         if orbit_columns[i] is None:  # every date of the orbit was already written (resuming)
             geometry(i)
     cache.clear()
-    truth = _truth_table(world, orbit_columns)
+    truth = _truth_table(world, [c or {} for c in orbit_columns])  # every entry is set by now
     with atomic_path(root / "truth_conditions.csv") as tmp:
         pd.DataFrame(conditions).to_csv(tmp, index=False)
     with atomic_path(study.truth_path) as tmp:

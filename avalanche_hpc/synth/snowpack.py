@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avalanche_hpc.errors import ArgumentError
 from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.presets import Physics
 from avalanche_hpc.synth.terrain import Terrain
@@ -43,7 +44,7 @@ class Weather:
     def day(self, d: dt.date) -> int:
         i = (d - self.start).days
         if not 0 <= i < len(self.freezing_m):
-            raise ValueError(f"date {d} outside the simulated season starting {self.start}")
+            raise ArgumentError(f"date {d} outside the simulated season starting {self.start}")
         return i
 
     def storms(self, min_cm: float = 20.0) -> list[dt.date]:
@@ -65,9 +66,9 @@ def make_weather(start: dt.date, end: dt.date, seed: int, top_m: float) -> Weath
     fl = seasonal.copy()
     # warm spells: one or two in winter (rain on snow), several in spring
     # (start day, length in days, rise as a fraction of the relief above 700 m)
-    spells = [(rng.integers(30, 80), rng.integers(3, 7), rng.uniform(0.45, 0.7))]
+    spells: list[tuple[int, int, float]] = [(int(rng.integers(30, 80)), int(rng.integers(3, 7)), rng.uniform(0.45, 0.7))]
     if rng.random() < 0.5:
-        spells.append((rng.integers(60, 100), rng.integers(2, 5), rng.uniform(0.4, 0.6)))
+        spells.append((int(rng.integers(60, 100)), int(rng.integers(2, 5)), rng.uniform(0.4, 0.6)))
     d0 = int(rng.integers(95, 115))
     while d0 < n:
         spells.append((d0, int(rng.integers(4, 12)), rng.uniform(0.15, 0.3)))

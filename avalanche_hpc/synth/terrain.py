@@ -75,6 +75,7 @@ def make_terrain(shape: tuple[int, int], names: tuple[str, ...], pixel_m: float,
         d1 = np.where(closer, d, d1)
         massif[closer] = k
     del yy, xx
+    ratio: np.ndarray
     if len(names) > 1:
         ratio = d1 / np.maximum(d2, 1e-6)           # 0 at a centre, 1 on a border
     else:

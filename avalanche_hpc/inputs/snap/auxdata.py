@@ -1,7 +1,7 @@
-"""Auxiliary data for offline compute nodes: staged on a node with internet, verified before gpt starts.
+"""Auxiliary data for offline compute nodes: fetched on a node with internet, verified before gpt starts.
 
 SNAP fetches precise orbit files and DEM tiles on demand, which hangs or fails on compute
-nodes without internet. ``stage_auxdata`` (run on a login/transfer node) puts everything
+nodes without internet. ``fetch_auxdata`` (run on a login/transfer node) puts everything
 the graph needs under ``STUDY/work/snap/``::
 
     work/snap/auxdata/Orbits/Sentinel-1/POEORB/S1A/2017/01/S1A_OPER_AUX_POEORB_OPOD_..._V..._....EOF.zip
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.errors import InputError, Problem, StageError
-from avalanche_hpc.inputs.products import S1Product
+from avalanche_hpc.inputs.products import S1Product, parse_time
 from avalanche_hpc.inputs.snap.gpt import DEM_NODATA
 from avalanche_hpc.study import Study
 
@@ -80,8 +80,7 @@ def orbit_validity(name: str) -> tuple[dt.datetime, dt.datetime] | None:
     m = ORBIT_NAME_RE.match(name)
     if m is None:
         return None
-    f = "%Y%m%dT%H%M%S"
-    return dt.datetime.strptime(m["start"], f), dt.datetime.strptime(m["stop"], f)
+    return parse_time(m["start"]), parse_time(m["stop"])
 
 
 def _month_folders(product: S1Product) -> list[tuple[int, int]]:
@@ -114,7 +113,7 @@ def find_orbit_file(orbits: Path, product: S1Product) -> Path | None:
 def verify_auxdata(study: Study, products: Iterable[S1Product], dem_apply_egm: bool = True) -> list[Problem]:
     """Every problem that would make gpt download or fail on an offline node (all of them, not the first)."""
     problems: list[Problem] = []
-    fix = f"run 'avalanche-hpc snap-stage {study.root} --products ...' on a node with internet first"
+    fix = f"run 'avalanche-hpc snap-auxdata {study.root} --products ...' on a node with internet first"
     dem = staged_dem_path(study)
     if not dem.is_file():
         problems.append(Problem(str(dem), "", "the external DEM for Terrain-Correction is not staged", fix))
@@ -244,7 +243,7 @@ def stage_dem(study: Study, source: Path | None = None, margin_px: int = DEM_MAR
     return target
 
 
-def stage_auxdata(study: Study, products: list[S1Product], *, base_url: str = STEP_ORBITS_URL,
+def fetch_auxdata(study: Study, products: list[S1Product], *, base_url: str = STEP_ORBITS_URL,
                   egm96_url: str = EGM96_URL, dem_source: Path | None = None, dem_apply_egm: bool = True,
                   force_dem: bool = False) -> list[Problem]:
     """Stage everything; returns the verification problems left (empty when all is in place)."""

@@ -1,9 +1,9 @@
-"""The ``snap`` stage: one task per Sentinel-1 GRD product -> ``scenes/{orbit}/{YYYYMMDD}/``.
+"""The ``snap`` pipeline step: one task per Sentinel-1 GRD product -> ``scenes/{orbit}/{YYYYMMDD}/``.
 
 Per task (``snap_product``):
 
 1. parse the product name; its relative orbit picks the study orbit (``products.py``);
-2. check the staged orbit file, DEM and geoid (``staging.verify_auxdata``) -- before gpt starts;
+2. check the fetched orbit file, DEM and geoid (``auxdata.verify_auxdata``) -- before gpt starts;
 3. run ``gpt grd_to_sigma0.xml`` (inside the image when the profile names one) into
    ``work/snap/raw/{orbit}/{YYYYMMDD}/{product}.tif`` via a temporary name + rename;
 4. assemble the date: every raw output of that (orbit, date) -- several slices of one pass --
@@ -33,7 +33,7 @@ from typing import Any
 
 from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import InputError, MissingInputError, Problem, StageError
-from avalanche_hpc.hpc.container import container_prefix, load_profile, profile_field
+from avalanche_hpc.hpc.container import as_profile, container_prefix, profile_field
 from avalanche_hpc.inputs.products import S1Product, list_products, parse_product_name
 from avalanche_hpc.inputs.snap import gpt as gptmod
 from avalanche_hpc.inputs.snap.auxdata import (
@@ -45,6 +45,7 @@ from avalanche_hpc.inputs.snap.auxdata import (
     staged_dem_path,
 )
 from avalanche_hpc.preprocess.raster import UNITS_TAG
+from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import LAYOVER_SHADOW, Study, fmt_yyyymmdd
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def task_command(study: Study, task: SnapTask, *, cpus: int | None = None, mem_g
     cpus, mem_gb = gptmod.task_resources(cpus, mem_gb)
     graph = Path(graph) if graph is not None else gptmod.default_graph()
     transform, _, _ = _grid(study)
-    profile = load_profile(profile)
+    profile = as_profile(profile)
     scratch = Path(scratch or profile_field(profile, "scratch") or os.environ.get("TMPDIR")
                    or tempfile.gettempdir()).absolute()
     job = os.environ.get("SLURM_JOB_ID", "local")
@@ -192,12 +193,12 @@ def assemble_scene(study: Study, orbit: str, date: dt.date) -> list[Path]:
                 raise StageError(f"{raw}: {src.count} band(s), expected {n} (Sigma0_VV, Sigma0_VH, layoverShadowMask) "
                                  "-> was it written by containers/graphs/grd_to_sigma0.xml? delete it and re-run")
             for i, pol in enumerate(REQUIRED_POLS, start=1):
-                tmp = np.full((h, w), np.nan, dtype="float32")
+                warped = np.full((h, w), np.nan, dtype="float32")
                 # SNAP's Terrain-Correction writes 0 outside the swath (band no-data value 0.0)
-                reproject(rasterio.band(src, i), tmp, src_nodata=src.nodata if src.nodata is not None else 0.0,
+                reproject(rasterio.band(src, i), warped, src_nodata=src.nodata if src.nodata is not None else 0.0,
                           dst_transform=transform, dst_crs=crs, dst_nodata=np.nan, resampling=Resampling.nearest)
-                fill = np.isnan(bands[pol]) & np.isfinite(tmp) & (tmp > 0)
-                bands[pol][fill] = tmp[fill]
+                fill = np.isnan(bands[pol]) & np.isfinite(warped) & (warped > 0)
+                bands[pol][fill] = warped[fill]
             tmpm = np.full((h, w), MASK_NODATA, dtype="uint8")
             covered = np.full((h, w), np.nan, dtype="float32")
             reproject(rasterio.band(src, 1), covered, src_nodata=src.nodata if src.nodata is not None else 0.0,
@@ -287,7 +288,7 @@ def snap_products(root: Path, products: str | Path | Sequence[str | Path], dry_r
     """
     study = Study.load(root)
     tasks = list_snap_tasks(root, products)
-    profile = load_profile(profile)  # a TOML path is read once, not once per task
+    profile = as_profile(profile)  # a TOML path is read once, not once per task
     if dry_run:
         return [task_command(study, t, cpus=cpus, mem_gb=mem_gb, graph=graph, profile=profile, scratch=scratch)[0]
                 for t in tasks]
@@ -300,12 +301,11 @@ def snap_products(root: Path, products: str | Path | Sequence[str | Path], dry_r
         task_command(study, t, cpus=cpus, mem_gb=mem_gb, graph=graph, profile=profile, scratch=scratch)
     if profile is None or inside_container():
         gptmod.find_gpt()
-    from rich.progress import Progress
-
     out: list[Path] = []
-    with Progress(disable=not progress, transient=True) as bar:
-        job = bar.add_task("snap (GRD products)", total=len(todo))
+    with progress_bar(enabled=progress, transient=True) as bar:
+        job = bar.add_task("snap", total=len(todo), detail="")
         for t in todo:
+            bar.update(job, detail=t.product.path.name)
             res = snap_product(root, t.product.path, cpus=cpus, mem_gb=mem_gb, graph=graph, profile=profile,
                                scratch=scratch, force=force)
             if isinstance(res, Path) and res not in out:
