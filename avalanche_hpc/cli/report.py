@@ -86,7 +86,6 @@ def pooled_cmd(
     table, verdict = pooled_table_one([load_experiment(Path(s), experiment) for s in studies])
     console = Console()
     console.print(rich_table_from_json(table.to_json()))
-    console.print(table.note, soft_wrap=True, highlight=False)
     for k in ("accuracy", "f1"):
         if k in verdict:
             v = verdict[k]
