@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STUDY ?= studies/demo
 
-.PHONY: venv demo test test-fast lint bench container clean-demo help
+.PHONY: venv demo test test-fast lint bench container image clean-demo help
 
 help:
 	@echo "make demo   run the pipeline on the synthetic demo study ($(DEMO_STUDY))"
@@ -30,10 +30,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not slurm and not container" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check avalanche_hpc tests benchmarks
+	$(BIN)/ruff check avalanche_hpc tests benchmarks containers
 	$(BIN)/mypy
 
 bench: $(STAMP)
@@ -44,6 +44,10 @@ APPTAINER ?= apptainer
 APPTAINER_BUILD_FLAGS ?= --fakeroot
 container:
 	$(APPTAINER) build $(APPTAINER_BUILD_FLAGS) containers/avalanche.sif containers/avalanche.def
+
+# The same definition without Apptainer: debootstrap + Charliecloud (root; a directory image, cached)
+image:
+	python3 containers/build_rootfs.py
 
 clean-demo:
 	rm -rf $(DEMO_STUDY)

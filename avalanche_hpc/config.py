@@ -56,6 +56,11 @@ def _walk(root: type[BaseModel], loc: Sequence[str | int]) -> tuple[type[BaseMod
     return model, field, annotation
 
 
+# pydantic error types of values that TOML types itself (what strict validation refuses when quoted)
+_TYPED = {"int_type": "whole number", "float_type": "number", "date_type": "date (YYYY-MM-DD)",
+          "bool_type": "boolean", "int_from_float": "whole number"}
+
+
 def config_problems(
     err: ValidationError,
     file: str | Path,
@@ -85,6 +90,12 @@ def config_problems(
             choices = _find(annotation, "literal") or ()
             noun = (nouns or {}).get(field or str(loc[0]), "value")
             what, fix = f"unknown {noun} {value!r}", f"valid {noun}s: {', '.join(map(str, choices))}"
+        elif e["type"] in _TYPED and isinstance(value, str):  # strict TOML types: "32632", "2017-11-15"
+            what = f"{e['msg']} (got the string {value!r})"
+            fix = ("write the value without quotes: TOML numbers are bare (crs_epsg = 32632) and dates are bare "
+                   "YYYY-MM-DD (start = 2017-11-15)")
+        elif e["type"] in _TYPED and isinstance(value, bool):  # patch_size = true
+            what, fix = f"{e['msg']} (got {value!r})", f"write a {_TYPED[e['type']]}, not a boolean; see {doc}"
         else:
             shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
             what, fix = f"{e['msg']}{shown}", f"see {doc}"

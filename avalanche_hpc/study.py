@@ -34,6 +34,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from avalanche_hpc.config import StrictModel, config_problems
 from avalanche_hpc.errors import ArgumentError, ConfigError, InputError, MissingInputError, Problem, UnknownKeyError
+from avalanche_hpc.ids import check_id
 
 POLARISATIONS = ("VV", "VH")
 LAYOVER_SHADOW = "layover_shadow"
@@ -41,6 +42,10 @@ LAYOVER_SHADOW_CODES = (0, 1, 2, 3)  # valid, layover, shadow, both (SNAP terrai
 CORRIDOR_LAYER = "corridors"
 INVENTORY_COLUMNS = ("event_id", "path_id", "date_min", "date_max", "deposit_area_m2")
 DATE_DIR_RE = re.compile(r"^\d{8}$")
+
+# Patches with less than this share of valid pixels are left out of learning (study.toml min_valid_fraction):
+# half the patch is the smallest share at which the deposition zone is still mostly seen.
+DEFAULT_MIN_VALID_FRACTION = 0.5
 
 # Label codes used in label maps, shards and the store.
 LABEL_POSITIVE = 1
@@ -72,9 +77,7 @@ class OrbitConfig(StrictModel):
     @field_validator("id")
     @classmethod
     def _id_is_a_folder_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
-            raise ConfigError(f"orbit id {v!r} must be a folder name (letters, digits, '_' and '-')")
-        return v
+        return check_id(v, "orbit id")
 
     @property
     def heading(self) -> float:
@@ -105,6 +108,11 @@ class SeasonConfig(StrictModel):
         description="orbit id -> winter acquisition dates; when absent they are discovered from scenes/",
     )
 
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_folder_name(cls, v: str) -> str:
+        return check_id(v, "season id")
+
     @model_validator(mode="after")
     def _window(self) -> SeasonConfig:
         if self.end <= self.start:
@@ -124,6 +132,11 @@ class StudyConfig(StrictModel):
     massifs: list[str] = Field(min_length=1)
     focus_massif: str | None = None
     patch_size: int = Field(default=64, ge=16, le=256)
+    min_valid_fraction: float = Field(
+        default=DEFAULT_MIN_VALID_FRACTION, ge=0, le=1,
+        description="patches with a smaller share of valid pixels (not nodata, layover or shadow) are left out "
+                    "of splits, training, the baseline and detection (counted in split.json)",
+    )
     orbits: list[OrbitConfig] = Field(min_length=1)
     seasons: list[SeasonConfig] = Field(min_length=1)
     description: str = ""
@@ -185,6 +198,13 @@ def study_config_problems(err: ValidationError, file: Path) -> list[Problem]:
     return config_problems(err, file, StudyConfig, doc="docs/data-contract.md")
 
 
+def parse_study_toml(raw: dict) -> StudyConfig:
+    """``StudyConfig`` from parsed TOML, strictly: TOML has typed values, so a quoted number or date
+    (``crs_epsg = "32632"``, ``start = "2017-11-15"``) or a boolean where a number belongs
+    (``patch_size = true``) is refused instead of being coerced (Python callers may pass either)."""
+    return StudyConfig.model_validate(raw, strict=True)
+
+
 @dataclass(frozen=True)
 class RunFiles:
     """The files of one run directory: a CNN seed (``cnn/seed{N}``) or a split's ``baseline``."""
@@ -237,7 +257,7 @@ class RunPaths:
         return self.root / "features"
 
     def split_dir(self, split: str) -> Path:
-        return self.root / split
+        return self.root / check_id(split, "split name")
 
     def split_csv(self, split: str) -> Path:
         return self.split_dir(split) / "split.csv"
@@ -293,7 +313,7 @@ class Study:
         except tomllib.TOMLDecodeError as e:
             raise InputError(Problem(str(toml_path), "", f"not valid TOML: {e}", "fix the TOML syntax")) from e
         try:
-            cfg = StudyConfig.model_validate(raw)
+            cfg = parse_study_toml(raw)
         except ValidationError as e:
             raise InputError(study_config_problems(e, toml_path)) from e
         return cls(root, cfg)
@@ -333,7 +353,7 @@ class Study:
         return self.root / "scenes"
 
     def scene_dir(self, orbit: str, date: dt.date) -> Path:
-        return self.scenes_dir / orbit / fmt_yyyymmdd(date)
+        return self.scenes_dir / check_id(orbit, "orbit id") / fmt_yyyymmdd(date)
 
     def scene_path(self, orbit: str, date: dt.date, band: str) -> Path:
         """``band`` is 'VV', 'VH' or 'layover_shadow'."""
@@ -349,10 +369,10 @@ class Study:
         return self.work_dir / "deposition.gpkg"
 
     def summer_ref_path(self, season: str, orbit: str) -> Path:
-        return self.work_dir / "summer" / season / f"{orbit}.h5"
+        return self.work_dir / "summer" / check_id(season, "season id") / f"{check_id(orbit, 'orbit id')}.h5"
 
     def shard_path(self, season: str, orbit: str, date: dt.date) -> Path:
-        return self.shards_dir / season / orbit / f"{fmt_yyyymmdd(date)}.h5"
+        return self.shards_dir / check_id(season, "season id") / check_id(orbit, "orbit id") / f"{fmt_yyyymmdd(date)}.h5"
 
     @property
     def store_path(self) -> Path:
@@ -364,17 +384,21 @@ class Study:
 
     def runs(self, experiment: str) -> RunPaths:
         """The runs layout of one experiment: ``runs/{experiment}/...``."""
-        return RunPaths(self.root / "runs" / experiment)
+        return RunPaths(self.root / "runs" / check_id(experiment, "experiment name"))
 
     def runs_dir(self, experiment: str) -> Path:
         return self.runs(experiment).root
 
     def reports_dir(self, experiment: str) -> Path:
-        return self.root / "reports" / experiment
+        return self.root / "reports" / check_id(experiment, "experiment name")
 
     def report_index(self, experiment: str) -> Path:
         """``reports/{experiment}/index.html`` (written last: its presence means a complete report)."""
         return self.reports_dir(experiment) / "index.html"
+
+    def detection_paths(self, experiment: str) -> DetectionPaths:
+        """Every path of the detection product of an experiment (``STUDY/detections/{experiment}/``)."""
+        return DetectionPaths(self.root / "detections" / experiment)
 
     # -- acquisitions -----------------------------------------------------------------------
     def scene_dates(self, orbit: str) -> list[dt.date]:
@@ -448,7 +472,11 @@ class Study:
 
         if not self.inventory_path.is_file():
             raise MissingInputError(f"{self.inventory_path} is missing -> see docs/data-contract.md (inventory)")
-        df = pd.read_csv(self.inventory_path, dtype={"event_id": str, "path_id": str})
+        try:
+            df = pd.read_csv(self.inventory_path, dtype={"event_id": str, "path_id": str}, encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(Problem(str(self.inventory_path), f"byte {e.start}", f"is not UTF-8 text ({e.reason})",
+                                     "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")) from e
         missing = [c for c in INVENTORY_COLUMNS if c not in df.columns]
         if missing:
             raise InputError(Problem(str(self.inventory_path), "header", f"missing column(s) {missing}",
@@ -459,6 +487,43 @@ class Study:
         if problems:
             raise InputError(problems)
         return df
+
+
+@dataclass(frozen=True)
+class DetectionPaths:
+    """The files of ``STUDY/detections/{experiment}/`` (layout: docs/data-contract.md, "Detections")."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        """The detector record: runs used, their sha256, thresholds, precision; written before any part."""
+        return self.root / "model.json"
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.root / "parts"
+
+    def part(self, season: str, orbit: str, date: dt.date) -> Path:
+        """Scores of one (season, orbit, date): the output of one array task."""
+        return self.parts_dir / season / orbit / f"{fmt_yyyymmdd(date)}.csv"
+
+    @property
+    def geopackage(self) -> Path:
+        return self.root / "detections.gpkg"
+
+    @property
+    def activity(self) -> Path:
+        return self.root / "activity.csv"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation.csv"
+
+    @property
+    def provenance(self) -> Path:
+        """Written last by the publish step: its presence means the products above are complete."""
+        return self.root / "provenance.json"
 
 
 def inventory_dates(df: Any, file: str | Path, row: Callable[[int], str] = lambda i: f"row {i + 1}",

@@ -1,7 +1,8 @@
 """Run every benchmark, in its quick form unless ``--full`` is given: ``python -m benchmarks.run_all [--full]``.
 
 Each benchmark prints its own figures; ``docs/benchmarks.md`` records the full-size ones.
-The SLURM benchmark needs the local cluster (``sudo bash slurm/local/start.sh``).
+The SLURM benchmark needs the local cluster (``sudo bash slurm/local/start.sh``); the container
+benchmark also the image (``python3 containers/build_rootfs.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench_synth", "bench_checks", "bench_preprocess", "bench_train", "bench_slurm")
+BENCHMARKS = ("bench_synth", "bench_checks", "bench_preprocess", "bench_train", "bench_slurm", "bench_container")
 
 
 def main() -> int:

@@ -307,7 +307,7 @@ def test_compare_cli_and_deltas(report_study: Path) -> None:
 def test_experiment_name_must_be_a_folder_name(report_study: Path, name: str) -> None:
     from avalanche_hpc.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="not a folder name"):
+    with pytest.raises(ConfigError, match="not allowed as a folder name"):
         build_report(report_study, name)
 
 

@@ -27,6 +27,7 @@ CASES = [  # profile, stage, number of tasks, dependency
     ("local", "report", 1, "afterok:103:104"),
     ("example-university", "preprocess", 120, None),
     ("example-university", "train", 6, "afterok:102"),
+    ("local-charliecloud", "preprocess", 12, None),
 ]
 
 

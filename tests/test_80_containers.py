@@ -105,10 +105,14 @@ def pyproject() -> dict:
 
 def test_def_has_pinned_base_and_every_section(definition):
     header, sections = definition
-    assert header["Bootstrap"] == "docker"
-    base = header["From"]
-    assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*|[\w./-]+@sha256:[0-9a-f]{64}", base), \
-        f"base image {base!r} must be pinned to an exact version or digest"
+    # the tested route: Debian's own bootstrap (containers/build_rootfs.py builds the same here)
+    assert header["Bootstrap"] == "debootstrap" and header["OSVersion"] == "bookworm"
+    assert re.fullmatch(r"https?://\S+/debian/?", header["MirrorURL"])
+    assert {"python3", "python3-venv"} <= set(header["Include"].split())
+    # the documented registry alternative stays pinned to an exact version or digest
+    alt = re.search(r"^#\s+From:\s*(\S+)", DEF.read_text(encoding="utf-8"), re.M)
+    assert alt and re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*|[\w./-]+@sha256:[0-9a-f]{64}", alt.group(1)), \
+        "the alternative registry base must be pinned to an exact version or digest"
     for s in ("arguments", "labels", "files", "environment", "post", "runscript", "test", "help"):
         assert s in sections, f"%{s} missing"
     env = sections["environment"]
@@ -279,3 +283,95 @@ def test_python_command_rejects_a_string_of_binds():
 
     with pytest.raises(ConfigError, match="binds"):
         python_command({"image": "/x.sif", "binds": "/scratch"})
+
+
+# -- runtimes: apptainer or charliecloud (per cluster profile) -----------------------------------------
+def test_charliecloud_runtime_runs_ch_run_with_the_binds_and_the_image_environment(tmp_path):
+    from avalanche_hpc.errors import ConfigError, MissingInputError
+    from avalanche_hpc.hpc.container import IMAGE_ENV_FILE, container_prefix
+    from avalanche_hpc.hpc.profiles import load_profile, parse_profile
+
+    image = tmp_path / "rootfs"
+    for d in ("data", "scratch", "opt"):
+        (image / d).mkdir(parents=True)
+    prof = {"runtime": "charliecloud", "image": str(image), "binds": ["/data", "/srv/x:/opt"], "scratch": "/scratch"}
+    cmd = python_command(prof, extra_binds=[tmp_path / "study"])  # under /tmp: ch-run binds /tmp itself
+    assert cmd == ["ch-run", "--unset-env=PYTHONPATH", "-b", "/data", "-b", "/srv/x:/opt", "-b", "/scratch",
+                   str(image), "--", "/bin/sh", "-c", f'. {IMAGE_ENV_FILE} && exec "$@"', "avalanche", "python"]
+    # the same string through a shell runs python with its arguments (what submitit's sbatch does)
+    setting = python_setting(prof)
+    assert setting.startswith("ch-run --unset-env=PYTHONPATH -b /data ") and setting.endswith(" avalanche python")
+    # a bind whose mount point the read-only image lacks is refused with the fix
+    with pytest.raises(MissingInputError, match=r"--mount-point /work"):
+        container_prefix({**prof, "binds": ["/work"]})
+    with pytest.raises(ConfigError, match="SRC\\[:DST\\]"):
+        container_prefix({**prof, "binds": ["/data:/data:ro"]})
+    with pytest.raises(MissingInputError, match="build_rootfs.py"):
+        container_prefix({**prof, "image": str(tmp_path / "none")}, check_image=True)
+    # validated per profile: only the two runtimes; a runtime needs an image; apptainer stays the default
+    assert load_profile(REPO / "slurm" / "profiles" / "example-university.toml").runtime == "apptainer"
+    assert load_profile(REPO / "slurm" / "profiles" / "local-charliecloud.toml").runtime == "charliecloud"
+    with pytest.raises(ConfigError, match=r"runtime: unknown value 'docker' -> valid values: apptainer, charliecloud"):
+        parse_profile({"name": "x", "image": "/i", "runtime": "docker"})
+    with pytest.raises(ConfigError, match="'runtime' is 'charliecloud' but 'image' is not set"):
+        parse_profile({"name": "x", "runtime": "charliecloud"})
+    with pytest.raises(ConfigError, match="runtime"):
+        python_command({"image": "/i", "runtime": "podman"})
+
+
+# -- containers/build_rootfs.py: reading the definition (no build) ------------------------------------
+def test_build_script_reads_the_definitions_own_sections(definition):
+    from containers import build_rootfs
+
+    header, sections = definition
+    assert build_rootfs.parse_def(DEF.read_text(encoding="utf-8")) == (header, sections)
+    args = build_rootfs.arguments(sections)
+    assert args["WITH_SNAP"] == "1" and args["WITH_VGG16"] == "1"
+    post = build_rootfs.substitute(sections["post"], {**args, "WITH_SNAP": "0"})
+    assert 'if [ "0" = "1" ]; then' in post and "{{" not in post
+    # Apptainer's comment rule: nothing is replaced after a '#'
+    assert build_rootfs.substitute("echo {{ A }} # {{ A }}", {"A": "x"}) == "echo x # {{ A }}"
+    with pytest.raises(build_rootfs.BuildError, match="NOPE"):
+        build_rootfs.substitute("echo {{ NOPE }}", args)
+    assert ("avalanche_hpc", "/opt/avalanche-hpc/avalanche_hpc") in build_rootfs.files_entries(sections)
+    # every SNAP command sits behind the build argument that switches SNAP off
+    snap_block = re.search(r'if \[ "\{\{ WITH_SNAP \}\}" = "1" \]; then\n(.*?)\n    fi\n\n', sections["post"], re.S)
+    assert snap_block and "snap_installer.sh" in snap_block.group(1) and "gpt.vmoptions" in snap_block.group(1)
+    assert "snap_installer" not in sections["post"].replace(snap_block.group(1), "")
+    # each %post step is named; a failure names it (the EXIT trap)
+    steps = re.findall(r'^\s*step "([^"]+)"', sections["post"], re.M)
+    assert {"system packages", "python stack: torch", "avalanche-hpc"} <= set(steps)
+    assert build_rootfs.failed_step("==> %post step: a\n%post FAILED in step: python stack: torch (exit 1)\n") \
+        == "python stack: torch"
+
+
+def test_build_cache_key_follows_the_definition_pyproject_and_project_files(tmp_path):
+    from containers import build_rootfs
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    entries = [("pkg", "/opt/p/pkg")]
+    k1 = build_rootfs.files_key(entries, tmp_path)
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert build_rootfs.files_key(entries, tmp_path) == k1  # bytecode does not count
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert build_rootfs.files_key(entries, tmp_path) != k1
+    head = {"Bootstrap": "debootstrap"}
+    s = build_rootfs.stack_key("def", "pyproject", {"WITH_SNAP": "1"}, head)
+    assert s != build_rootfs.stack_key("def", "pyproject", {"WITH_SNAP": "0"}, head)
+    assert s != build_rootfs.stack_key("def ", "pyproject", {"WITH_SNAP": "1"}, head)
+    assert s != build_rootfs.stack_key("def", "pyproject2", {"WITH_SNAP": "1"}, head)
+
+
+def test_build_script_refuses_the_registry_route_and_unknown_build_args(tmp_path):
+    from containers import build_rootfs
+
+    docker = tmp_path / "docker.def"
+    docker.write_text("Bootstrap: docker\nFrom: python:3.11.7-slim-bookworm\n\n%post\n    true\n")
+    with pytest.raises(build_rootfs.BuildError, match="'Bootstrap: debootstrap' route only"):
+        build_rootfs.build(docker, tmp_path / "cache", {})
+    with pytest.raises(build_rootfs.BuildError, match="--build-arg NOPE: not in %arguments"):
+        build_rootfs.build(DEF, tmp_path / "cache", {"NOPE": "1"})
+    assert not (tmp_path / "cache").exists()  # refused before anything was written
+    assert build_rootfs.reachable("http://127.0.0.1:9/") is False  # the discard port: nothing listens

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from avalanche_hpc.cli.options import OverwriteOpt, StudyArg
@@ -33,6 +34,10 @@ def check(study: StudyArg) -> None:
     from avalanche_hpc.inputs.checks import check_study_report
 
     report = check_study_report(study, progress=_progress)
+    for w in report.warnings:
+        where = f" [{w.where}]" if w.where else ""
+        console.print("[yellow]warning:[/] " + escape(f"{_rel(w.file, study)}{where}: {w.what} -> {w.fix}"),
+                      soft_wrap=True, highlight=False)
     if report.problems:
         print_problems(report.problems, study, f"{len(report.problems)} problem(s) in {study}")
         raise typer.Exit(1)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from avalanche_hpc import __version__
 from avalanche_hpc.errors import AvalancheError
@@ -21,6 +22,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 err_console = Console(stderr=True)
+_VERBOSITY = {"level": 1}  # set once by the root callback; main() shows tracebacks from -v on
 
 
 def _version(value: bool) -> None:
@@ -47,26 +49,39 @@ def _root(
     quiet: Annotated[int, typer.Option("--quiet", "-q", count=True, help="Less log output.")] = 0,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
+    _VERBOSITY["level"] = 1 + verbose - quiet
     configure_logging(1 + verbose - quiet)  # default: INFO
 
 
 def _register_all() -> None:
     # Each module adds its commands/groups to ``app``; see docs/architecture.md for the map.
-    from avalanche_hpc.cli import hpc, inputs, learn, preprocess, report, snap, synth
+    from avalanche_hpc.cli import detect, hpc, inputs, learn, preprocess, report, snap, synth
 
-    for mod in (synth, inputs, preprocess, learn, report, hpc, snap):
+    for mod in (synth, inputs, preprocess, learn, detect, report, hpc, snap):
         mod.register(app)
 
 
 _register_all()
 
 
+def _fail(message: str) -> None:
+    if _VERBOSITY["level"] > 1:  # -v: the traceback too
+        err_console.print_exception(show_locals=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
 def main() -> None:
+    """Run the app; project errors and the environment's failures (full disk, permissions, corrupt or
+    vanished files: ``envfail.py``) become one message and exit code 1, without a traceback unless -v."""
+    from avalanche_hpc.envfail import describe_os_error
+
     try:
         app()
     except AvalancheError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(str(e))
+    except OSError as e:
+        _fail(describe_os_error(e))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,13 @@ def preprocess(
     force: ForceOpt = False,
 ) -> None:
     """Make the HDF5 shards: one task (--season --orbit --date, as an array task runs) or all tasks."""
+    from avalanche_hpc.ids import check_id
     from avalanche_hpc.preprocess.tasks import preprocess_all, preprocess_task
 
+    if season is not None:
+        check_id(season, "season id", where="--season")
+    if orbit is not None:
+        check_id(orbit, "orbit id", where="--orbit")
     day = _parse_date(date)
     if day is not None:
         if season is None or orbit is None:

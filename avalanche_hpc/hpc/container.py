@@ -36,6 +36,19 @@ handler) on the host and put only the workload in the container, i.e. launch
 ``apptainer exec ... python -m ...`` as a *command* job; submitit's own Python then runs on
 the host and can call the host's scontrol. This project uses the first form (submitit's
 ``python`` setting), so the requeue binds are needed where preemption/timeouts are handled.
+
+Runtimes
+--------
+The profile's ``runtime`` picks the command (per cluster):
+
+* ``apptainer`` (default): ``apptainer exec --nv --bind a,b image.sif python``;
+* ``charliecloud``: ``ch-run --unset-env=PYTHONPATH -b a -b b IMAGE -- /bin/sh -c '. ENV && exec "$@"' avalanche python``
+  where IMAGE is a directory (``containers/build_rootfs.py`` builds it from the same definition)
+  and ENV is the image's ``%environment`` (``/.singularity.d/env/90-environment.sh``, where
+  Apptainer keeps it and ``apptainer exec`` sources it). ``ch-run`` binds the host's ``/tmp``
+  itself; a bind's destination must exist in the (read-only) image (``build_rootfs.py
+  --mount-point DIR``); there is no ``--nv`` (GPU libraries go in once with ``ch-fromhost --nvidia``);
+  ``ch-run`` needs ``$USER`` set.
 """
 
 from __future__ import annotations
@@ -48,6 +61,10 @@ from typing import Any
 from avalanche_hpc.errors import ConfigError, MissingInputError
 
 APPTAINER = "apptainer"
+CH_RUN = "ch-run"
+RUNTIMES = ("apptainer", "charliecloud")
+# where the image keeps %environment (Apptainer's layout; build_rootfs.py writes it there too)
+IMAGE_ENV_FILE = "/.singularity.d/env/90-environment.sh"
 # Host paths that let `scontrol requeue` work from inside the image (see the module docstring).
 REQUEUE_BINDS = (
     "/etc/slurm",
@@ -76,7 +93,11 @@ def as_profile(profile: Any) -> Any:
 
 def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv: bool | None = None,
                      check_image: bool = False) -> list[str] | None:
-    """``[apptainer, exec, --nv, --bind, a,b, image.sif]`` when the profile names ``image``, else None."""
+    """The command prefix that runs a program in the profile's image, or None when it names no ``image``.
+
+    ``[apptainer, exec, --nv, --bind, a,b, image.sif]`` or, with ``runtime = "charliecloud"``,
+    ``[ch-run, --unset-env=PYTHONPATH, -b, a, -b, b, IMAGE, --, /bin/sh, -c, <source %environment>, avalanche]``.
+    """
     profile = as_profile(profile)
     if profile is None:
         return None
@@ -84,9 +105,9 @@ def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv
     if not image:
         return None
     image = str(image)
-    if check_image and not Path(image).is_file():
-        raise MissingInputError(f"container image {image} (profile key 'image') does not exist -> build it with "
-                                "'make container' (docs/containers.md) or fix the path in the profile")
+    runtime = str(profile_field(profile, "runtime", "apptainer") or "apptainer")
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"profile key 'runtime' is {runtime!r} -> one of {', '.join(RUNTIMES)}")
     binds = profile_field(profile, "binds", []) or []
     if isinstance(binds, str):
         raise ConfigError(f"profile key 'binds' must be a list of paths, got the string {binds!r} -> "
@@ -96,6 +117,11 @@ def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv
     for b in [*binds, *([str(scratch)] if scratch else []), *(str(x) for x in extra_binds)]:
         if b and b not in all_binds:
             all_binds.append(str(b))
+    if runtime == "charliecloud":
+        return charliecloud_prefix(image, all_binds, check_image=check_image)
+    if check_image and not Path(image).is_file():
+        raise MissingInputError(f"container image {image} (profile key 'image') does not exist -> build it with "
+                                "'make container' (docs/containers.md) or fix the path in the profile")
     use_nv = profile_field(profile, "nv", True) if nv is None else nv
     cmd = [str(profile_field(profile, "apptainer", APPTAINER) or APPTAINER), "exec"]
     if use_nv:
@@ -106,8 +132,40 @@ def container_prefix(profile: Any, *, extra_binds: Sequence[str | Path] = (), nv
     return cmd
 
 
+def charliecloud_prefix(image: str, binds: Sequence[str], *, check_image: bool = False) -> list[str]:
+    """``ch-run`` with the binds, the image directory, and a shell that sources the image's ``%environment``.
+
+    Where the image directory is visible here, every bind's destination must exist in it: ``ch-run``
+    cannot create a mount point in a read-only image (the error names the fix).
+    """
+    root = Path(image)
+    if check_image and not root.is_dir():
+        raise MissingInputError(f"container image directory {image} (profile key 'image') does not exist -> build it "
+                                "with 'python3 containers/build_rootfs.py' (docs/containers.md) or fix the path")
+    cmd = [CH_RUN, "--unset-env=PYTHONPATH"]  # the project is installed in the image, never taken from the host
+    for b in binds:
+        parts = b.split(":")
+        if len(parts) > 2:
+            raise ConfigError(f"bind {b!r}: ch-run takes SRC[:DST] (no options) -> drop ':{parts[2]}' for the "
+                              "charliecloud runtime")
+        dest = parts[-1]
+        if _bound_by_default(dest) and parts[0] == dest:
+            continue  # already visible through ch-run's own /tmp bind
+        if root.is_dir() and not (root / dest.lstrip("/")).exists() and not _bound_by_default(dest):
+            raise MissingInputError(f"bind {b!r}: {dest} does not exist in the image {image} and ch-run cannot create "
+                                    f"it in a read-only image -> rebuild with 'python3 containers/build_rootfs.py "
+                                    f"--mount-point {dest}' (cheap on a cached image) or mkdir -p {root}{dest}")
+        cmd += ["-b", b]
+    return [*cmd, image, "--", "/bin/sh", "-c", f'. {IMAGE_ENV_FILE} && exec "$@"', "avalanche"]
+
+
+def _bound_by_default(dest: str) -> bool:
+    """Paths ch-run binds from the host itself (a bind below them needs no mount point in the image)."""
+    return dest == "/tmp" or dest.startswith("/tmp/")
+
+
 def python_command(profile: Any, *, extra_binds: Sequence[str | Path] = ()) -> list[str] | None:
-    """The ``apptainer exec --nv --bind ... image.sif python`` prefix when the profile names an image, else None.
+    """The prefix that runs the image's ``python`` (``apptainer exec ... image.sif python`` or ``ch-run ...``), else None.
 
     submitit takes a string for its ``python`` setting: ``shlex.join(python_command(profile))``.
     """

@@ -62,7 +62,9 @@ class Profile(StrictModel):
     array_parallelism: int = Field(16, ge=1, description="%K: at most K tasks of an array at once")
     signal_delay_s: int = Field(120, ge=0, description="USR2 this many seconds before the time limit")
     max_requeues: int = Field(5, ge=0, description="checkpoint/requeue at most this many times")
-    image: str | None = Field(None, description="Apptainer image (.sif): jobs run inside it")
+    image: str | None = Field(None, description="container image: jobs run inside it (.sif, or a directory for ch-run)")
+    runtime: Literal["apptainer", "charliecloud"] = Field(
+        "apptainer", description="how jobs enter the image: apptainer exec, or charliecloud's ch-run (hpc/container.py)")
     binds: list[str] = Field(default_factory=list, description="host paths bound into the image")
     scratch: str | None = Field(None, description="node-local scratch ($TMPDIR for the jobs)")
     setup: list[str] = Field(default_factory=list, description="shell lines run before python (module load ...)")
@@ -76,6 +78,8 @@ class Profile(StrictModel):
     def _binds_need_image(self) -> Profile:
         if self.binds and not self.image:
             raise ConfigError("'binds' is set but 'image' is not: binds only apply inside an Apptainer image")
+        if self.runtime != "apptainer" and not self.image:
+            raise ConfigError(f"'runtime' is {self.runtime!r} but 'image' is not set: name the image the runtime runs")
         return self
 
     def resources(self, stage: str) -> Resources:

@@ -48,6 +48,7 @@ from avalanche_hpc.study import (
     Study,
     StudyConfig,
     inventory_dates,
+    parse_study_toml,
     parse_yyyymmdd,
     study_config_problems,
 )
@@ -58,6 +59,9 @@ CONTRACT = "docs/data-contract.md"
 UNITS_VALUES = ("linear", "dB")
 # Above this many blocks the integrity probe samples block offsets instead of reading them all.
 MAX_BLOCKS_PROBED = 4096
+# A scene whose sampled rows are at least this share nodata is reported as a warning ("mostly nodata").
+MOSTLY_NODATA = 0.9
+NODATA_SAMPLE_ROWS = 16
 
 
 @dataclass
@@ -67,6 +71,7 @@ class CheckReport:
     root: Path
     problems: list[Problem] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)  # accepted, but worth a look (mostly-nodata scenes)
 
     @property
     def ok(self) -> bool:
@@ -144,7 +149,7 @@ def _check_config(root: Path, report: CheckReport) -> StudyConfig | None:
                                        "fix the TOML syntax (strings quoted, dates as YYYY-MM-DD, one key per line)"))
         return None
     try:
-        cfg = StudyConfig.model_validate(raw)
+        cfg = parse_study_toml(raw)
     except ValidationError as e:
         report.problems.extend(study_config_problems(e, path))
         return None
@@ -192,6 +197,27 @@ def probe_raster(path: Path) -> tuple[Grid | None, dict, list[str]]:
             except Exception as e:
                 errors.append(f"data cannot be read (corrupt or truncated): {e}")
     return grid, info, errors
+
+
+def nodata_share(path: Path, nodata, rows: int = NODATA_SAMPLE_ROWS) -> float | None:
+    """Share of nodata/non-finite pixels in ``rows`` evenly spaced rows of band 1 (None if unreadable)."""
+    import numpy as np
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            picks = np.unique(np.linspace(0, src.height - 1, min(rows, src.height)).astype(int))
+            bad = total = 0
+            for r in picks:
+                line = src.read(1, window=((int(r), int(r) + 1), (0, src.width)))
+                invalid = ~np.isfinite(line) if line.dtype.kind == "f" else np.zeros(line.shape, bool)
+                if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+                    invalid |= line == nodata
+                bad += int(invalid.sum())
+                total += line.size
+    except Exception:  # unreadable files are reported by probe_raster
+        return None
+    return bad / total if total else None
 
 
 def _probe_tiff_blocks(src, path: Path) -> list[str]:
@@ -287,6 +313,11 @@ def _check_scene_raster(path: Path, where: str, band: str, config: StudyConfig |
     if info["nodata"] is None:
         report.problems.append(Problem(str(path), where, "no nodata value is set",
                                        "set one: gdal_edit.py -a_nodata -99 (use a value that is never valid sigma0)"))
+    share = nodata_share(path, info["nodata"])
+    if share is not None and share >= MOSTLY_NODATA:
+        report.warnings.append(Problem(str(path), where, f"{share:.0%} of the sampled pixels are nodata",
+                                       "check the scene (a failed SNAP run or a footprint off the study area); its "
+                                       "patches fall below min_valid_fraction and are left out of training"))
     units = info["tags"].get("UNITS")
     if units is not None and units.strip().lower() not in {u.lower() for u in UNITS_VALUES}:
         report.problems.append(Problem(str(path), f"{where}, tag UNITS", f"UNITS tag is {units!r}",
@@ -310,13 +341,7 @@ def _check_scenes(study: Study, dem: Grid | None, report: CheckReport, progress)
                     f"({len(winter)} winter dates need them)",
                     f"list snow-free dates: [seasons.summer] {orbit.id} = [YYYY-MM-DD, ...] and put their scenes "
                     f"under scenes/{orbit.id}/"))
-            listed = season.dates is not None and orbit.id in season.dates
-            for d in winter:
-                if listed and not (season.start <= d <= season.end):
-                    report.problems.append(Problem(
-                        str(study.study_toml), f"key seasons.{season.id}.dates.{orbit.id}, date {d}",
-                        f"winter date {d} lies outside the season window {season.start}..{season.end}",
-                        "move the date to the right season or fix start/end"))
+            report.problems.extend(season_window_problems(study, season.id, orbit.id))
             for kind, dates in (("winter", winter), ("summer", summer)):
                 for d in dates:
                     if (orbit.id, d) in seen:
@@ -333,6 +358,17 @@ def _check_scenes(study: Study, dem: Grid | None, report: CheckReport, progress)
         it = progress(jobs, len(jobs), "checking scenes")
     for path, where, band in it:
         _check_scene_raster(path, where, band, cfg, dem, report)
+
+
+def season_window_problems(study: Study, season_id: str, orbit_id: str) -> list[Problem]:
+    """Winter dates listed in study.toml for (season, orbit) that lie outside the season window."""
+    season = study.config.season(season_id)
+    if season.dates is None or orbit_id not in season.dates:
+        return []
+    return [Problem(str(study.study_toml), f"key seasons.{season.id}.dates.{orbit_id}, date {d}",
+                    f"winter date {d} lies outside the season window {season.start}..{season.end}",
+                    "move the date to the right season or fix start/end")
+            for d in study.winter_dates(season_id, orbit_id) if not (season.start <= d <= season.end)]
 
 
 def _scene_files(study: Study, season: str, orbit: str, d: dt.date, kind: str,
@@ -543,7 +579,11 @@ def _check_inventory(root: Path, path_ids: set[str] | None, report: CheckReport)
                                 f"see {CONTRACT}"))
         return
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        problems.append(Problem(str(path), f"byte {e.start}", f"is not UTF-8 text ({e.reason})",
+                                "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8, or 'CSV UTF-8' in a spreadsheet)"))
+        return
     except Exception as e:
         problems.append(Problem(str(path), "", f"cannot be read as CSV: {e}",
                                 "write a comma-separated file with a header row"))

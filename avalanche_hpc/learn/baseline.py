@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from avalanche_hpc.atomic import write_json, write_text
+from avalanche_hpc.cleanup import clean_study_tmp
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.learn.metrics import focus_massif_of, metrics_report
 from avalanche_hpc.learn.splits import make_split, validate_split
@@ -183,6 +184,7 @@ def baseline_run(root: Path, experiment: str, split: str = "random", *, split_se
     root = Path(root)
     study = Study.load(root)
     validate_split(split, study.config.massifs)
+    clean_study_tmp(study.runs_dir(experiment))
     split_csv = make_split(root, experiment, split, split_seed)
     files = study.runs(experiment).baseline(split, variant)
     data = load_run_data(study, split_csv)

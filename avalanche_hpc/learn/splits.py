@@ -19,6 +19,10 @@ Because all splits share the pool, the feature bank (``features.py``) is compute
 experiment and reused by every split and seed. ``split.csv`` columns: ``store_row, season,
 orbit, date, path_id, massif, label, set`` (set in train|val|test). Writing is idempotent: a
 split file is written when absent; if present it must equal what the store and seed give now.
+
+Patches with less than ``min_valid_fraction`` (study.toml, default 0.5) valid pixels are left out
+of the pool (hence of training, the baseline and every split); ``split.json`` beside ``split.csv``
+counts them (``excluded_low_valid``: positives and negatives) with the threshold used.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from avalanche_hpc.atomic import write_text
+from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError, MissingInputError
+from avalanche_hpc.ids import check_id
 from avalanche_hpc.store.layout import read_meta
 from avalanche_hpc.study import Study
 
@@ -67,6 +72,7 @@ def massif_of_split(split: str, massifs: list[str]) -> str:
 
 def validate_split(split: str, massifs: list[str]) -> str:
     """Return ``split`` when valid (``random`` or an existing massif's hold-out)."""
+    check_id(split, "split name", where="--split")
     if split == "random":
         return split
     if split.startswith(HOLDOUT_PREFIX):
@@ -76,8 +82,12 @@ def validate_split(split: str, massifs: list[str]) -> str:
     raise ConfigError(f"unknown split {split!r}; valid splits are: {valid}")
 
 
-def labelled_meta(store_path: Path) -> pd.DataFrame:
-    """Store metadata with a ``store_row`` column, labelled rows only."""
+def labelled_meta(store_path: Path, min_valid_fraction: float = 0.0) -> pd.DataFrame:
+    """Store metadata with a ``store_row`` column, labelled rows only, valid fraction >= ``min_valid_fraction``.
+
+    ``attrs["excluded_low_valid"]`` counts the labelled rows left out for too few valid pixels
+    (``{"positive": n, "negative": n}``).
+    """
     if not Path(store_path).is_file():
         raise MissingInputError(
             f"patch store {store_path} does not exist -> run 'avalanche-hpc preprocess STUDY' then "
@@ -85,7 +95,17 @@ def labelled_meta(store_path: Path) -> pd.DataFrame:
         )
     meta = read_meta(store_path)
     meta.insert(0, "store_row", np.arange(len(meta), dtype=np.int64))
-    return meta[meta["label"] >= 0].reset_index(drop=True)
+    labelled = meta[meta["label"] >= 0]
+    low = labelled["valid_fraction"].to_numpy() < min_valid_fraction
+    excluded = {"positive": int((labelled["label"].to_numpy()[low] == 1).sum()),
+                "negative": int((labelled["label"].to_numpy()[low] == 0).sum())}
+    out = labelled[~low].reset_index(drop=True)
+    out.attrs["excluded_low_valid"] = excluded
+    if low.any():
+        log.warning("%d labelled patch(es) (%d positive) have less than %.0f%% valid pixels and are left out of the "
+                    "splits (study.toml min_valid_fraction)", int(low.sum()), excluded["positive"],
+                    100 * min_valid_fraction)
+    return out
 
 
 def select_pool(meta: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -179,10 +199,14 @@ def make_split(root: Path, experiment: str, split: str = "random", seed: int = 0
     """
     study = Study.load(root)
     validate_split(split, study.config.massifs)
-    meta = labelled_meta(study.store_path)
+    min_valid = study.config.min_valid_fraction
+    meta = labelled_meta(study.store_path, min_valid)
     table = build_split(meta, split, seed)
     path = study.runs(experiment).split_csv(split)
     text = _csv_text(table)
+    summary = {"min_valid_fraction": min_valid, "excluded_low_valid": meta.attrs["excluded_low_valid"],
+               "rows": len(table), "split_seed": seed}
+
     if path.is_file():
         if path.read_text(encoding="utf-8") != text:
             raise ConfigError(
@@ -190,7 +214,10 @@ def make_split(root: Path, experiment: str, split: str = "random", seed: int = 0
                 f"the split seed changed since the runs of experiment {experiment!r}; start a new experiment "
                 f"(--experiment NEW) or delete {path.parent}"
             )
+        if not (path.parent / "split.json").is_file():
+            write_json(path.parent / "split.json", summary)
         return path
+    write_json(path.parent / "split.json", summary)
     write_text(path, text)
     counts = table.groupby("set")["label"].agg(["count", "sum"])
     log.info("split %s: %s", split, ", ".join(f"{s} {int(r['count'])} ({int(r['sum'])} positive)"

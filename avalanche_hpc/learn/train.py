@@ -33,11 +33,12 @@ rank 0 writes files. The caller initialises the process group (``torch.distribut
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path, write_json, write_text
+from avalanche_hpc.cleanup import clean_study_tmp
 from avalanche_hpc.errors import ConfigError, StageError
 from avalanche_hpc.learn.features import (
     DEFAULT_VIEWS,
@@ -215,14 +217,21 @@ class ViewSource:
 
 
 def write_experiment_record(study: Study, experiment: str, settings: dict) -> Path:
-    """``runs/{experiment}/experiment.json``: the experiment's settings, written by its first run.
+    """``runs/{experiment}/experiment.json``: the experiment's settings, written after each successful run.
 
-    Later runs leave it as it is (parallel array tasks would race on a merge); each run's own
+    A run that fails (bad weights, full disk, killed) never writes it, and every successful run
+    rewrites it (atomically, only when its content changes), so it always describes a run that
+    finished. Parallel array tasks of one experiment share these settings; each run's own
     ``config.json`` is authoritative, and the run directories say which seeds/splits exist.
     """
     path = study.runs(experiment).experiment_json
-    if not path.is_file():
-        write_json(path, {"experiment": experiment, "study": study.config.name, **settings})
+    record = {"experiment": experiment, "study": study.config.name, **settings}
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(record, default=str)):
+            return path
+    except (OSError, ValueError):
+        pass
+    write_json(path, record)
     return path
 
 
@@ -233,7 +242,16 @@ def save_torch(obj: dict, path: Path) -> None:
 
 
 def load_torch(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint (weights only); a truncated or damaged file raises ``EnvironmentFault`` with the fix."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
+        from avalanche_hpc.envfail import corrupt_file
+
+        raise corrupt_file(path, "checkpoint", e, f"delete {path.name} (the run then restarts from its first epoch) "
+                                                  f"or re-run with --force") from e
 
 
 def _settings_record(study: Study, experiment: str, split: str, seed: int, split_seed: int,
@@ -360,6 +378,7 @@ def run_training(root: Path, request: RunRequest, control: RunControl = RunContr
     _barrier(dist)
     if finished and run.main:
         write_results(study, files, run.head, run.source, run.data, run.state["best_epoch"])
+        write_experiment_record(study, request.experiment, run.experiment_record)
     if finished:
         _barrier(dist)
     return files.dir
@@ -383,6 +402,7 @@ class PreparedRun:
     val_feats: torch.Tensor
     val_labels: torch.Tensor
     state: dict[str, Any]
+    experiment_record: dict[str, Any] = field(default_factory=dict)  # written after a successful run
 
     @property
     def main(self) -> bool:
@@ -433,6 +453,7 @@ def prepare_run(study: Study, request: RunRequest, control: RunControl,
     out = files.dir
 
     if main:
+        clean_study_tmp(runs.root)  # temporary files of killed writers (cleanup.py)
         make_split(study.root, request.experiment, request.split, request.split_seed)
     _barrier(dist)
     data = load_run_data(study, runs.split_csv(request.split))
@@ -455,9 +476,9 @@ def prepare_run(study: Study, request: RunRequest, control: RunControl,
                                   "torch_version": torch.__version__,
                                   "written_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                   "weights_warning": resolved.warning})
-        write_experiment_record(study, request.experiment, {
-            "split_seed": request.split_seed, "weights": request.weights, "weights_resolved": resolved.kind,
-            "weights_sha256": resolved.sha256, **asdict(s), "data_sha256": data.digest})
+    experiment_record = {
+        "split_seed": request.split_seed, "weights": request.weights, "weights_resolved": resolved.kind,
+        "weights_sha256": resolved.sha256, **asdict(s), "data_sha256": data.digest}
 
     # backbone features: the bank (rank 0 builds, the others read) or the backbone itself
     vgg: torch.nn.Module | None = None
@@ -508,7 +529,7 @@ def prepare_run(study: Study, request: RunRequest, control: RunControl,
         state = ck["state"]
         log.info("resuming %s at epoch %d", out, state["epoch"])
     return PreparedRun(request, files, dist, device, data, source, head, optimizer, labels, train_idx, val_feats,
-                       val_labels, state)
+                       val_labels, state, experiment_record)
 
 
 # -- the epoch loop ---------------------------------------------------------------------------

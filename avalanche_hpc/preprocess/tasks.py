@@ -43,8 +43,10 @@ import pandas as pd
 
 from avalanche_hpc import __version__
 from avalanche_hpc.atomic import atomic_path
+from avalanche_hpc.cleanup import clean_tmp
 from avalanche_hpc.digest import digest_json, sha256_text
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
+from avalanche_hpc.ids import check_id
 from avalanche_hpc.inputs.grid import Grid
 from avalanche_hpc.preprocess.deposition import file_fingerprint, load_deposition
 from avalanche_hpc.preprocess.labels import label_map
@@ -388,7 +390,20 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
 
 def preprocess_task(root: Path, season: str, orbit: str, date: dt.date, force: bool = False,
                     _inputs: StudyInputs | None = None) -> Path | None:
-    """Run one (season, orbit, date) task; returns the shard path, None for a season's first date."""
+    """Run one (season, orbit, date) task; returns the shard path, None for a season's first date.
+
+    Before anything is written, what the task reads is validated as ``inputs check`` would
+    (``taskcheck.require_valid_task``: the tables and this task's scene headers, cached per
+    process), and temporary files left in its folders by dead writers are removed.
+    """
+    from avalanche_hpc.inputs.taskcheck import require_valid_task
+
+    check_id(season, "season id", where="--season")
+    check_id(orbit, "orbit id", where="--orbit")
+    require_valid_task(Path(root), season, orbit, date)
+    study = _inputs.study if _inputs is not None else Study.load(root)
+    clean_tmp([study.work_dir], recursive=False)
+    clean_tmp([study.summer_ref_path(season, orbit).parent, study.shard_path(season, orbit, date).parent])
     inputs = _inputs or StudyInputs.load(Path(root))
     acq = _find_acquisition(inputs.study, season, orbit, date)
     if acq.prev_date is None:
@@ -410,6 +425,7 @@ def preprocess_all(root: Path, force: bool = False, progress: bool = True, seaso
         from avalanche_hpc.inputs.checks import require_valid_study
 
         require_valid_study(root)
+    clean_tmp([root / "work"])
     inputs = StudyInputs.load(root)
     study = inputs.study
     try:

@@ -22,6 +22,7 @@ from avalanche_hpc import __version__
 from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.report import figures as fig
+from avalanche_hpc.report.activity import activity_section
 from avalanche_hpc.report.analysis import analyse_misses, summarise_dataset
 from avalanche_hpc.report.collect import (
     METRIC_LABELS,
@@ -121,6 +122,9 @@ def build_report(root: Path, experiment: str) -> Path:
     exp = load_experiment(Path(root), experiment)
     folder = exp.study.reports_dir(experiment)
     figdir = folder / FIGURES
+    from avalanche_hpc.cleanup import clean_study_tmp
+
+    clean_study_tmp(folder)  # temporary files of killed report writers (cleanup.py)
     inputs_digest = report_inputs_digest(exp.study, experiment)
 
     results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp)) if t]
@@ -145,6 +149,7 @@ def build_report(root: Path, experiment: str) -> Path:
         "classes": "True positives vs false negatives by deposit size class, month and local slope.",
     }
     figs = {k: Figure(p, captions[k]) for k, p in made.items() if p is not None}
+    activity, activity_data, activity_figs = activity_section(exp.study, experiment, figdir)
 
     main = exp.main_split
     sections = [
@@ -158,6 +163,7 @@ def build_report(root: Path, experiment: str) -> Path:
                 [f for k, f in figs.items() if k == "aspect"] + miss_tables
                 + [f for k, f in figs.items() if k == "classes"] or ["No positive test patch in the CNN runs."]),
         Section("dataset", "Dataset", ds_tables or ["No patch store and no split.csv found."]),
+        activity,
         Section("provenance", "Settings, code version and inputs",
                 [Table("provenance", "Provenance", ["Item", "Value"], provenance_rows(prov),
                        "Complete settings of every run (config.json / params.json) are in summary.json.", style="kv")]),
@@ -171,11 +177,11 @@ def build_report(root: Path, experiment: str) -> Path:
         "experiment": experiment, "study": str(exp.study.root.resolve()), "focus_massif": exp.focus_massif,
         "main_split": main.name, "generated_utc": _now(), "table1": _stats_json(table_one_stats(exp)),
         "tables": {t.id: t.to_json() for t in all_tables}, "analysis": miss_data, "dataset": ds_data,
-        "figures": [p.relative_to(folder).as_posix() for p in made.values() if p], "notes": exp.notes,
-        "provenance": prov, "inputs_digest": inputs_digest,
+        "figures": [p.relative_to(folder).as_posix() for p in [*made.values(), *activity_figs] if p],
+        "notes": exp.notes, "provenance": prov, "activity": activity_data, "inputs_digest": inputs_digest,
     }
-    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary, [p for p in made.values() if p],
-                          {DIGEST_META: inputs_digest})
+    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary,
+                          [p for p in [*made.values(), *activity_figs] if p], {DIGEST_META: inputs_digest})
 
 
 def _delta(a: Stat, b: Stat) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
+from avalanche_hpc.errors import InputError, MissingInputError, Problem
 from avalanche_hpc.learn.metrics import compute_metrics, focus_massif_of
 from avalanche_hpc.learn.splits import HOLDOUT_PREFIX, read_split, slugify
 from avalanche_hpc.study import RunFiles, Study
@@ -195,15 +194,11 @@ def missing_experiment_message(study: Study, experiment: str) -> str:
             f"'avalanche-hpc baseline {study.root} --experiment {experiment}' (or 'avalanche-hpc run JOB.toml')")
 
 
-EXPERIMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
-
 def validate_experiment_name(experiment: str) -> str:
     """An experiment is a folder name under runs/ and reports/ (no path separators, no leading dot)."""
-    if not EXPERIMENT_RE.fullmatch(experiment or ""):
-        raise ConfigError(f"experiment name {experiment!r} is not a folder name -> use letters, digits, '_', '-' "
-                          f"and '.', not starting with '.' or '-' (it names STUDY/runs/NAME and STUDY/reports/NAME)")
-    return experiment
+    from avalanche_hpc.ids import check_id
+
+    return check_id(experiment, "experiment name")
 
 
 def load_experiment(root: Path, experiment: str) -> Experiment:

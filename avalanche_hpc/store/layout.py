@@ -63,8 +63,22 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
     (never modified afterwards), so the lock protects nothing, and shared cluster filesystems
     (NFS, Lustre, GPFS) often refuse it ("unable to lock file, errno 38/524"). This is what
     ``HDF5_USE_FILE_LOCKING=FALSE`` does, per file; that variable, when set, takes precedence.
+
+    An existing file that HDF5 cannot open (truncated, overwritten) raises ``envfail.EnvironmentFault``
+    (an ``OSError``) naming the file and the fix.
     """
-    return h5py.File(path, mode, locking=False)
+    try:
+        return h5py.File(path, mode, locking=False)
+    except OSError as e:
+        from avalanche_hpc.envfail import corrupt_file, fault_from
+
+        fault = fault_from(e, path)
+        if fault is not None:
+            raise fault from e
+        if mode == "r" and Path(path).is_file() and os.access(path, os.R_OK):
+            raise corrupt_file(path, "HDF5 file", e, "delete it and re-run the stage that writes it (or re-run "
+                                                     "that stage with --force)") from e
+        raise
 
 
 def _column_array(name: str, values: pd.Series) -> np.ndarray:
@@ -95,24 +109,6 @@ def _write_attrs(f: h5py.File, attrs: Mapping[str, Any] | None) -> None:
         f.attrs[k] = v
 
 
-def _pause_for_tests(tmp: Path) -> None:
-    """Test hook: sleep with the temporary file written but not yet renamed.
-
-    Set ``AVALANCHE_HPC_PAUSE_BEFORE_RENAME`` to a number of seconds; the kill test uses it to
-    SIGKILL a task mid-write. Unset (the normal case) it costs one environment lookup.
-    """
-    delay = os.environ.get(PAUSE_ENV)
-    if delay:
-        import time
-
-        (tmp.parent / (tmp.name + ".paused")).touch()
-        time.sleep(float(delay))
-        (tmp.parent / (tmp.name + ".paused")).unlink(missing_ok=True)
-
-
-PAUSE_ENV = "AVALANCHE_HPC_PAUSE_BEFORE_RENAME"
-
-
 def write_patches(
     path: str | os.PathLike[str],
     patches: np.ndarray,
@@ -133,7 +129,6 @@ def write_patches(
             f["patches"].attrs["units"] = "dB"
             _write_meta(f, meta)
             _write_attrs(f, attrs)
-        _pause_for_tests(tmp)
     return path
 
 
@@ -161,7 +156,6 @@ def open_patch_writer(
             _write_meta(f, meta)
             _write_attrs(f, attrs)
             yield ds
-        _pause_for_tests(tmp)
 
 
 def read_meta(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -16,7 +16,9 @@ to stage to a node's local disk. ``layout="virtual"`` remains available for very
 where a second copy of the data is unwelcome.
 
 Run ``merge_store`` after every preprocess task has finished (a SLURM ``afterok``
-dependency): it removes temporary files left under ``work/shards`` by killed tasks.
+dependency). It first runs the study's cleaner over ``work/`` (``cleanup.py``: only temporary
+files whose writer is certainly gone) and validates the study's tables and scene headers
+(``inputs check``), so a study that check refuses is never merged.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from avalanche_hpc import __version__
-from avalanche_hpc.atomic import atomic_path, clean_stale_tmp
+from avalanche_hpc.atomic import atomic_path
+from avalanche_hpc.cleanup import clean_study_tmp
 from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import ConfigError, StageError
 from avalanche_hpc.preprocess.tasks import StudyInputs, _shard_is_current
@@ -97,12 +100,13 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     if layout not in LAYOUTS:
         raise ConfigError(f"layout={layout!r}: use one of {list(LAYOUTS)}")
     root = Path(root)
+    from avalanche_hpc.inputs.taskcheck import require_valid_tables
+
+    require_valid_tables(root, scenes=True)
     inputs = StudyInputs.load(root)
     study = inputs.study
     store = study.store_path
-    n_stale = clean_stale_tmp(study.shards_dir)
-    if n_stale:
-        log.info("removed %d temporary file(s) left by killed tasks under %s", n_stale, study.shards_dir)
+    clean_study_tmp(study.work_dir)
     shards = current_shards(inputs)
     digest = store_digest(layout, shards)
     if not force and _has_digest(store, digest):

@@ -30,8 +30,14 @@ __all__ = ["store_info", "verify_store"]
 
 
 def verify_store(root: Path) -> list[Problem]:
-    """Every problem of the store: schema, shapes, NaN policy, and labels against fresh label maps."""
+    """Every problem of the store: schema, shapes, NaN policy, and labels against fresh label maps.
+
+    A study that ``inputs check`` refuses raises ``InputError`` first (``taskcheck.require_valid_tables``).
+    """
     root = Path(root)
+    from avalanche_hpc.inputs.taskcheck import require_valid_tables
+
+    require_valid_tables(root, scenes=True)
     inputs = StudyInputs.load(root)
     study = inputs.study
     store = study.store_path

@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import warnings
 from collections.abc import Callable
@@ -335,6 +336,20 @@ def _scene_complete(study: Study, orbit: str, d: dt.date) -> bool:
     return all(study.scene_path(orbit, d, b).is_file() for b in ("VV", "VH", LAYOVER_SHADOW))
 
 
+def _refuse_links(root: Path) -> None:
+    """Before ``--overwrite`` deletes anything: refuse when an owned file or folder is a symbolic link.
+
+    Deleting through a link (``work -> /scratch/...``) would remove files outside the study, and
+    ``shutil.rmtree`` refuses links only after the files before it are gone: check everything first.
+    """
+    links = [root / n for n in (*_OWNED_FILES, *_OWNED_DIRS) if (root / n).is_symlink()]
+    if links:
+        shown = ", ".join(f"{p.name} -> {os.readlink(p)}" for p in links)
+        raise ConfigError(f"{root}: --overwrite would delete through symbolic link(s) {shown}; nothing was deleted "
+                          f"-> remove the link(s) yourself (rm {' '.join(str(p) for p in links)}) or empty their "
+                          f"targets, then re-run")
+
+
 def _marker(preset: Preset, seed: int) -> dict:
     """What ``.synth.json`` records: the generation's settings (compared on every re-run)."""
     marker = {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed,
@@ -364,6 +379,7 @@ def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> Non
     if root.is_dir() and any(root.iterdir()):
         same = mpath.is_file() and json.loads(mpath.read_text(encoding="utf-8")) == marker
         if overwrite:
+            _refuse_links(root)
             for name in _OWNED_FILES:
                 (root / name).unlink(missing_ok=True)
             for name in _OWNED_DIRS:

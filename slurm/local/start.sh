@@ -12,6 +12,8 @@ LOG=/var/log/slurm-local
 CLUSTER=${SLURM_LOCAL_CLUSTER:-avalanche}
 DBPASS=${SLURM_LOCAL_DBPASS:-avalanche-local}   # MariaDB user 'slurm'@'localhost' only; test cluster
 TIMEOUT=${SLURM_LOCAL_TIMEOUT:-120}             # seconds to wait for each daemon
+# shellcheck source=slurm/local/detach.sh
+source "$HERE/detach.sh"
 say() { echo "[slurm-local] $*"; }
 die() { echo "[slurm-local] error: $*" >&2; exit 1; }
 
@@ -78,7 +80,7 @@ if ! mysqladmin --protocol=socket ping >/dev/null 2>&1; then
   say "starting MariaDB"
   mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
   [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
-  (cd / && setsid mysqld_safe --user=mysql >"$LOG/mariadb.out" 2>&1 < /dev/null &)
+  detach "$LOG/mariadb.out" mysqld_safe --user=mysql
   wait_for "MariaDB" mysqladmin --protocol=socket ping
 fi
 mysql --protocol=socket -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
@@ -93,14 +95,14 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   if [ ! -s /etc/munge/munge.key ]; then mungekey --create --keyfile=/etc/munge/munge.key; fi
   chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
   chmod 700 /etc/munge; chmod 600 /etc/munge/munge.key; chmod 755 /run/munge
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged </dev/null >>"$LOG/munged.out" 2>&1
   wait_for "munge" sh -c 'munge -n | unmunge'
 fi
 
 # -- 5. slurmdbd, cluster registration ----------------------------------------------------------
 if ! alive "$RUN/slurmdbd.pid"; then
   say "starting slurmdbd"
-  slurmdbd
+  slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1
   wait_for "slurmdbd" sacctmgr -n show cluster
 fi
 if ! sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER"; then
@@ -111,12 +113,12 @@ fi
 # -- 6. slurmctld, slurmd -----------------------------------------------------------------------
 if ! alive "$RUN/slurmctld.pid"; then
   say "starting slurmctld"
-  slurmctld
+  slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1
   wait_for "slurmctld" sh -c 'scontrol ping | grep -q UP'
 fi
 if ! alive "$RUN/slurmd.pid"; then
   say "starting slurmd"
-  slurmd
+  slurmd </dev/null >>"$LOG/slurmd.out" 2>&1
 fi
 node_ready() {
   local st; st=$(sinfo -h -N -o %T 2>/dev/null | head -1)

@@ -116,8 +116,9 @@ def list_snap_tasks(root: Path, products: str | Path | Sequence[str | Path]) -> 
 
 
 def inside_container() -> bool:
-    """True inside an Apptainer/Singularity container (both set these variables in the container)."""
-    return bool(os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"))
+    """True inside an Apptainer/Singularity or Charliecloud container (each sets one of these variables)."""
+    return bool(os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+                or os.environ.get("CH_RUNNING"))
 
 
 def _grid(study: Study) -> tuple[Any, int, int]:
