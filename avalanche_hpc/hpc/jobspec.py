@@ -79,9 +79,18 @@ class TrainSpec(StrictModel):
         return kw
 
 
+BaselineVariant = Literal["paper", "tuned"]
+
+
+def _all_variants() -> list[BaselineVariant]:
+    return ["paper", "tuned"]
+
+
 class BaselineSpec(StrictModel):
     crop: int = 50
     force: bool = False
+    # paper: the paper's baseline (fixed per-pixel rule, count threshold tuned); tuned: all three tuned
+    variants: list[BaselineVariant] = Field(default_factory=_all_variants, min_length=1)
 
 
 class DetectSpec(StrictModel):

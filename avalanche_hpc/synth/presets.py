@@ -28,10 +28,21 @@ class Physics:
     layover_gain_db: float = 6.0         # dB, brightness added in layover
     nesz_vv_db: float = -24.0            # dB, noise-equivalent sigma0 (additive noise floor), VV
     nesz_vh_db: float = -28.0            # dB, noise floor, VH
-    # Equivalent number of looks of the gamma speckle AFTER the speckle filter the SNAP graph applies:
-    # raw IW GRDH has ENL ~4.4; a 5x5 Lee/Refined-Lee filter brings it to ~15-25. (5 was the raw value:
-    # with it the deposits drowned in speckle, see docs/architecture.md "Learning".)
-    enl: float = 16.0
+    # -- speckle and clutter (sources and reasoning: docs/simulator.md) --
+    enl_raw: float = 4.4                 # looks of the raw IW GRDH speckle (S1 product specification)
+    speckle_filter: str = "refined_lee"  # the SNAP graph's filter (7x7 Refined Lee); "none" to skip it
+    texture_nu: float = 3.0              # shape of the static gamma (K-distribution) texture; smaller = heavier tails
+    bright_per_km2: float = 1.0          # transient bright scatterers per km2 and date
+    bright_db: tuple[float, float] = (5.0, 15.0)   # dB, their rise over the background
+    misreg_px: tuple[float, float] = (0.1, 1.0)    # pixels, per-date shift of the whole scene
+    wet_patch_m: float = 150.0           # m, amplitude of the patchy wet-snow line (5-20 px scales)
+    wet_patch_px: tuple[float, float] = (5.0, 20.0)
+    wind_db: float = 2.5                 # dB per unit of field excess of wind-scoured/drifted patches
+    wind_patch_px: tuple[float, float] = (5.0, 20.0)
+    pistes_per_km2: float = 0.15         # static ski pistes / roads whose brightness changes every date
+    piste_change_db: float = 1.5         # dB, std of a piste's per-date change
+    tracks_per_km2: float = 0.3          # new tracks (skin, snowmobile) per km2 and date
+    track_db: float = 1.5                # dB, rise along a fresh track
     # -- snowpack --
     dry_snow_db: float = 0.6             # dB, std of broad date-to-date dry-snow variability
     wet_drop_db: float = 5.0             # dB, VV drop of fully wet snow (VH drops wet_drop_db * wet_vh_ratio)
@@ -41,7 +52,7 @@ class Physics:
     # -- debris --
     debris_db: float = 5.0               # dB, VV rise over a large deposit on the first date after the event
     debris_vh_ratio: float = 1.25        # VH rise = debris_db * this (rough surfaces raise cross-pol more)
-    debris_small_m2: float = 1000.0      # m2, deposits this small rise by small_fraction * debris_db
+    debris_small_m2: float = 2000.0      # m2, deposits this small rise by small_fraction * debris_db (Leinss 2020 S1 cut-off)
     debris_full_m2: float = 25000.0      # m2, deposits at least this large rise by the full debris_db
     small_fraction: float = 0.3
     fade_days: float = 25.0              # days, e-folding time of the debris signal
