@@ -269,8 +269,9 @@ class RunPaths:
     def cnn(self, split: str, seed: int) -> RunFiles:
         return RunFiles(self.cnn_dir(split) / f"{self.SEED_PREFIX}{seed}")
 
-    def baseline(self, split: str) -> RunFiles:
-        return RunFiles(self.split_dir(split) / "baseline")
+    def baseline(self, split: str, variant: str = "paper") -> RunFiles:
+        """The paper's baseline in ``baseline/``, another variant (``tuned``) in ``baseline-{variant}/``."""
+        return RunFiles(self.split_dir(split) / ("baseline" if variant == "paper" else f"baseline-{variant}"))
 
     def split_names(self) -> list[str]:
         """Folders directly under the experiment (sorted): the splits, and ``features`` and the like."""
@@ -286,7 +287,7 @@ class RunPaths:
 
     def all_metrics(self) -> list[Path]:
         """Every run's ``metrics.json`` of the experiment."""
-        return sorted(self.root.glob("*/cnn/*/metrics.json")) + sorted(self.root.glob("*/baseline/metrics.json"))
+        return sorted(self.root.glob("*/cnn/*/metrics.json")) + sorted(self.root.glob("*/baseline*/metrics.json"))
 
 
 class Study:
@@ -396,6 +397,10 @@ class Study:
         """``reports/{experiment}/index.html`` (written last: its presence means a complete report)."""
         return self.reports_dir(experiment) / "index.html"
 
+    def detection_paths(self, experiment: str) -> DetectionPaths:
+        """Every path of the detection product of an experiment (``STUDY/detections/{experiment}/``)."""
+        return DetectionPaths(self.root / "detections" / experiment)
+
     # -- acquisitions -----------------------------------------------------------------------
     def scene_dates(self, orbit: str) -> list[dt.date]:
         """Dates with a scene folder for this orbit (sorted); folders that are not YYYYMMDD are ignored."""
@@ -483,6 +488,53 @@ class Study:
         if problems:
             raise InputError(problems)
         return df
+
+
+@dataclass(frozen=True)
+class DetectionPaths:
+    """The files of ``STUDY/detections/{experiment}/`` (layout: docs/data-contract.md, "Detections")."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        """The detector record: runs used, their sha256, thresholds, precision; written before any part."""
+        return self.root / "model.json"
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.root / "parts"
+
+    def part(self, season: str, orbit: str, date: dt.date) -> Path:
+        """Scores of one (season, orbit, date): the output of one array task."""
+        return self.parts_dir / season / orbit / f"{fmt_yyyymmdd(date)}.csv"
+
+    @property
+    def geopackage(self) -> Path:
+        return self.root / "detections.gpkg"
+
+    @property
+    def activity(self) -> Path:
+        return self.root / "activity.csv"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation.csv"
+
+    @property
+    def fusion_evaluation(self) -> Path:
+        """Orbit fusion (studies with several orbits): single orbits, directions, fused methods evaluated."""
+        return self.root / "fusion.csv"
+
+    @property
+    def fusion_model(self) -> Path:
+        """Orbit fusion: thresholds, stacker coefficients, the product method."""
+        return self.root / "fusion.json"
+
+    @property
+    def provenance(self) -> Path:
+        """Written last by the publish step: its presence means the products above are complete."""
+        return self.root / "provenance.json"
 
 
 def inventory_dates(df: Any, file: str | Path, row: Callable[[int], str] = lambda i: f"row {i + 1}",

@@ -59,7 +59,7 @@ def test_unknown_resource_key_and_stage_are_named():
         parse_profile(raw, "p.toml")
     msg = str(e.value)
     assert "stages.train.gpu: unknown key -> valid keys here: time_min, cpus_per_task, mem_gb, gpus_per_node" in msg
-    assert "unknown stage 'trian' -> valid stages: synth, check, preprocess, merge, train, baseline, report" in msg
+    assert "unknown stage 'trian' -> valid stages: synth, check, preprocess, merge, train, baseline, detect, report" in msg
 
 
 def test_bad_values_are_refused_with_their_key():

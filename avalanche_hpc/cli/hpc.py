@@ -28,10 +28,14 @@ def run(
     result = run_job(spec, executor=executor, profile=profile, wait=wait)
     if isinstance(result, dict):
         typer.echo("ran: " + ", ".join(f"{s} {len(k)}" for s, k in result.items()))
-        if "report" in spec.stages:
+        if "report" in spec.stages or "detect" in spec.stages:
             from avalanche_hpc.study import Study
 
-            typer.echo(f"report: {Study.load(spec.root).report_index(spec.experiment)}")
+            study = Study.load(spec.root)
+            if "detect" in spec.stages:
+                typer.echo(f"detections: {study.detection_paths(spec.experiment).geopackage}")
+            if "report" in spec.stages:
+                typer.echo(f"report: {study.report_index(spec.experiment)}")
     else:
         typer.echo("submitted: " + (", ".join(f"{s} array {a} ({len(result.submitted[s])} tasks)"
                                               for s, a in result.arrays.items()) or "nothing (all complete or running)"))

@@ -55,9 +55,9 @@ def _root(
 
 def _register_all() -> None:
     # Each module adds its commands/groups to ``app``; see docs/architecture.md for the map.
-    from avalanche_hpc.cli import hpc, inputs, learn, preprocess, report, snap, synth
+    from avalanche_hpc.cli import detect, hpc, inputs, learn, preprocess, report, snap, synth
 
-    for mod in (synth, inputs, preprocess, learn, report, hpc, snap):
+    for mod in (synth, inputs, preprocess, learn, detect, report, hpc, snap):
         mod.register(app)
 
 

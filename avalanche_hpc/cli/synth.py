@@ -16,6 +16,8 @@ class PresetName(StrEnum):
     alps = "alps"
     tiny3 = "tiny3"
     campaign10 = "campaign10"
+    tiny4 = "tiny4"
+    demo4 = "demo4"
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +28,9 @@ def register(app: typer.Typer) -> None:
         study: StudyArg,
         preset: Annotated[PresetName, typer.Option(
             "--preset", help="Size: tiny (seconds, tests), demo (under a minute, 4 massifs, 2 orbits), "
-                             "alps (18 massifs, ~3000 corridors, 32 dates, benchmarks); several seasons: "
-                             "tiny3 (3 short winters, tests and the campaign demo), campaign10 (10 winters "
+                             "alps (18 massifs, ~3000 corridors, 32 dates, benchmarks); tiny4 / demo4: "
+                             "four orbits (2 ascending, 2 descending, 6-day repeat), for orbit fusion; several "
+                             "seasons: tiny3 (3 short winters, tests and the campaign demo), campaign10 (10 winters "
                              "2015-2025 on a small grid, benchmarks).")] = PresetName.demo,
         seed: SeedOpt = 0,
         seasons: Annotated[str | None, typer.Option(

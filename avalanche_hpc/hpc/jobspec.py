@@ -4,7 +4,7 @@
 
     name = "demo"                          # names the SLURM jobs: avalanche-demo-preprocess, ...
     experiment = "demo"                    # STUDY/runs/demo, STUDY/reports/demo
-    stages = ["synth", "check", "preprocess", "merge", "train", "baseline", "report"]
+    stages = ["synth", "check", "preprocess", "merge", "train", "baseline", "detect", "report"]
     executor = "local"                     # or "slurm" (then a profile is needed)
     profile = "../slurm/profiles/local.toml"
 
@@ -28,7 +28,7 @@ Everything is validated before any work starts; an unknown key is answered with 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -37,6 +37,9 @@ from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
 from avalanche_hpc.ids import check_id
 from avalanche_hpc.learn.splits import forward_split_name, holdout_split_name, season_split_name
+
+if TYPE_CHECKING:
+    from avalanche_hpc.detect.scoring import DetectSettings
 
 
 class StudySpec(StrictModel):
@@ -83,9 +86,37 @@ class TrainSpec(StrictModel):
         return kw
 
 
+BaselineVariant = Literal["paper", "tuned"]
+
+
+def _all_variants() -> list[BaselineVariant]:
+    return ["paper", "tuned"]
+
+
 class BaselineSpec(StrictModel):
     crop: int = 50
     force: bool = False
+    # paper: the paper's baseline (fixed per-pixel rule, count threshold tuned); tuned: all three tuned
+    variants: list[BaselineVariant] = Field(default_factory=_all_variants, min_length=1)
+
+
+class DetectSpec(StrictModel):
+    split: str = "random"  # split whose CNN seeds and baseline score the store (the main one)
+    min_valid: float | None = None  # valid-pixel share below which a corridor is not observed (default: study's)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    batch_size: int = 128
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DetectSpec:
+        self.settings().validate()
+        return self
+
+    def settings(self) -> DetectSettings:
+        from avalanche_hpc.detect.scoring import DetectSettings
+
+        return DetectSettings(split=self.split, min_valid=self.min_valid, precision=self.precision,
+                              batch_size=self.batch_size)
 
 
 class JobSpec(StrictModel):
@@ -99,6 +130,7 @@ class JobSpec(StrictModel):
     merge: MergeSpec = Field(default_factory=MergeSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
+    detect: DetectSpec = Field(default_factory=DetectSpec)
     source: Path | None = Field(None, exclude=True, description="the TOML file it was read from")
 
     @field_validator("name", "experiment")

@@ -13,25 +13,34 @@ Stages and their tasks (one SLURM array per stage; one task per row)::
     preprocess  (season, orbit, date) per acquisition with a previous one   <- check
     merge       1 task                                                      <- preprocess (afterok)
     train       (split, seed) per split x seed, DDP ranks inside a task      <- merge
-    baseline    (split) per split                                           <- merge
-    report      1 task                                                      <- train, baseline
+    baseline    (split, variant) per split and baseline variant             <- merge
+    detect      (season, orbit, date) per acquisition with a previous one   <- train, baseline
+    report      1 task (publishes the detections - and fuses the orbits - first) <- train, baseline, detect
 
 One notion of complete: a task is complete when the digest of its inputs and settings matches
 the one its outputs record - the very check the stage function makes before skipping work
 (``preprocess.tasks.task_is_complete``, ``store.merge.store_is_current``,
 ``learn.train.run_is_complete``, ``learn.baseline.baseline_is_complete``,
-``report.report_is_current``, ``synth.generate.generation_is_complete``). ``check`` has no
+``report.report_is_current``, ``synth.generate.generation_is_complete``, ``detect.task_is_current``). ``check`` has no
 completeness (``is_complete=None``): it is cheap and always runs before anything else.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from avalanche_hpc.detect import (
+    detect_task,
+    list_detect_tasks,
+    publication_is_current,
+    publish_detections,
+    task_is_current,
+)
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.hpc.ddp import TrainTask
 from avalanche_hpc.hpc.task import Task, configure_task_logging
@@ -39,9 +48,9 @@ from avalanche_hpc.inputs.checks import require_valid_study
 from avalanche_hpc.learn.baseline import baseline_is_complete, baseline_run
 from avalanche_hpc.learn.train import RunRequest, TrainSettings, run_is_complete, train_run
 from avalanche_hpc.preprocess.tasks import list_tasks, preprocess_task, task_is_complete
-from avalanche_hpc.report import build_report, report_is_current
+from avalanche_hpc.report import build_report, report_is_current, report_summary
 from avalanche_hpc.store.merge import merge_store, store_is_current
-from avalanche_hpc.study import fmt_yyyymmdd, parse_yyyymmdd
+from avalanche_hpc.study import Study, fmt_yyyymmdd, parse_yyyymmdd
 from avalanche_hpc.synth.generate import MARKER, generate_study, generation_is_complete
 
 if TYPE_CHECKING:  # the job spec and the profiles validate stage names against this registry: type-only imports
@@ -166,25 +175,62 @@ def _train_run(job: JobSpec, task: Task, progress: bool) -> str:
 
 # -- baseline ------------------------------------------------------------------------------------
 def _baseline_tasks(job: JobSpec) -> list[Task]:
-    return [Task("baseline", s, (s,)) for s in job.split_names()]
+    """One task per split and variant (``[baseline] variants``: the paper's, the tuned one)."""
+    return [Task("baseline", s if v == "paper" else f"{s}/{v}", (s, v)) for s in job.split_names()
+            for v in job.baseline.variants]
 
 
 def _baseline_complete(job: JobSpec, task: Task) -> bool:
-    return baseline_is_complete(job.root, job.experiment, task.args[0], split_seed=job.train.split_seed,
-                                crop=job.baseline.crop)
+    split, variant = task.args
+    return baseline_is_complete(job.root, job.experiment, split, split_seed=job.train.split_seed,
+                                crop=job.baseline.crop, variant=variant)
 
 
 def _baseline_run(job: JobSpec, task: Task, progress: bool) -> str:
-    return str(baseline_run(job.root, job.experiment, task.args[0], split_seed=job.train.split_seed,
-                            crop=job.baseline.crop, force=job.baseline.force))
+    split, variant = task.args
+    return str(baseline_run(job.root, job.experiment, split, split_seed=job.train.split_seed,
+                            crop=job.baseline.crop, force=job.baseline.force, variant=variant))
+
+
+# -- detect --------------------------------------------------------------------------------------
+def _detect_tasks(job: JobSpec) -> list[Task] | None:
+    if not (job.root / "study.toml").is_file():
+        return None
+    return [Task("detect", a.key, (a.season, a.orbit, fmt_yyyymmdd(a.date)))
+            for a in list_detect_tasks(Study.load(job.root))]
+
+
+def _detect_complete(job: JobSpec, task: Task) -> bool:
+    season, orbit, date = task.args
+    study = Study.load(job.root)
+    acqs = list_detect_tasks(study, season, orbit, parse_yyyymmdd(date))
+    return bool(acqs) and task_is_current(study, job.experiment, acqs[0], job.detect.settings())
+
+
+def _detect_run(job: JobSpec, task: Task, progress: bool) -> str:
+    season, orbit, date = task.args
+    return str(detect_task(job.root, job.experiment, season, orbit, parse_yyyymmdd(date), job.detect.settings(),
+                           force=job.detect.force))
 
 
 # -- report --------------------------------------------------------------------------------------
 def _report_complete(job: JobSpec, task: Task) -> bool:
-    return report_is_current(job.root, job.experiment)
+    if not report_is_current(job.root, job.experiment):
+        return False
+    if "detect" not in job.stages:
+        return True
+    # the report task publishes the detections first: current when the publication is and the report shows it
+    if not publication_is_current(job.root, job.experiment, job.detect.settings()):
+        return False
+    study = Study.load(job.root)
+    provenance = json.loads(study.detection_paths(job.experiment).provenance.read_text(encoding="utf-8"))
+    return report_summary(study.report_index(job.experiment)).get("activity", {}).get("parts_digest") == \
+        provenance.get("parts_digest")
 
 
 def _report_run(job: JobSpec, task: Task, progress: bool) -> str:
+    if "detect" in job.stages:  # merge the detect array's parts into the product before reporting
+        publish_detections(job.root, job.experiment, job.detect.settings())
     return str(build_report(job.root, job.experiment))
 
 
@@ -197,7 +243,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("train", ("merge",), _train_tasks, _train_complete, _train_run, slurm_entry=TrainTask, requeue=True,
           check_profile=_train_fits_profile),
     Stage("baseline", ("merge",), _baseline_tasks, _baseline_complete, _baseline_run),
-    Stage("report", ("train", "baseline"), _single("report"), _report_complete, _report_run),
+    Stage("detect", ("train", "baseline"), _detect_tasks, _detect_complete, _detect_run),
+    Stage("report", ("train", "baseline", "detect"), _single("report"), _report_complete, _report_run),
 )}
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 RESOURCE_KEYS: tuple[str, ...] = tuple(dict.fromkeys(s.resources_key for s in STAGES.values()))

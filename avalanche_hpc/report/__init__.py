@@ -22,6 +22,7 @@ from avalanche_hpc import __version__
 from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.report import figures as fig
+from avalanche_hpc.report.activity import activity_section
 from avalanche_hpc.report.analysis import analyse_misses, summarise_dataset
 from avalanche_hpc.report.collect import (
     METRIC_LABELS,
@@ -39,6 +40,7 @@ from avalanche_hpc.report.collect import (
     table_per_season,
     table_season_splits,
 )
+from avalanche_hpc.report.fusion import fusion_section
 from avalanche_hpc.report.provenance import (
     DIGEST_META,
     collect_provenance,
@@ -85,8 +87,12 @@ def at_a_glance(exp: Experiment, miss: dict[str, Any]) -> list[str]:
     for scope, name in (("all", "all massifs"), ("focus", exp.focus_massif)):
         c, b = st[scope]["cnn"], st[scope]["baseline"]
         if c["n"].mean:
-            out.append(f"{name}: CNN accuracy {c['accuracy'].text()} vs baseline {b['accuracy'].text()}, "
-                       f"F1 {c['f1'].text()} vs {b['f1'].text()} ({c['n'].text()} test patches).")
+            line = (f"{name}: CNN accuracy {c['accuracy'].text()} vs paper baseline {b['accuracy'].text()}, "
+                    f"F1 {c['f1'].text()} vs {b['f1'].text()} ({c['n'].text()} test patches)")
+            t = st[scope].get("baseline_tuned")
+            if t and t["n"].mean:
+                line += f"; tuned baseline accuracy {t['accuracy'].text()}, F1 {t['f1'].text()}"
+            out.append(line + ".")
     pos = miss.get("aspect") or miss.get("size") or {}
     tp, fn = pos.get("tp_total", 0), pos.get("fn_total", 0)
     if tp + fn:
@@ -98,7 +104,12 @@ def at_a_glance(exp: Experiment, miss: dict[str, Any]) -> list[str]:
     asp = miss.get("aspect") or {}
     if asp.get("east_fn_share") is not None and asp.get("east_tp_share") is not None:
         out.append(f"East-facing deposits: {100 * asp['east_fn_share']:.0f} % of misses vs "
-                   f"{100 * asp['east_tp_share']:.0f} % of detections (paper, descending orbit: 69 % vs 44 %).")
+                   f"{100 * asp['east_tp_share']:.0f} % of detections, all orbits (paper, descending orbit: "
+                   f"69 % vs 44 %).")
+    for label, d in (miss.get("aspect_by_orbit") or {}).items():
+        if d.get("east_fn_share") is not None and d.get("east_tp_share") is not None:
+            out.append(f"Orbit {label}: east-facing {100 * d['east_fn_share']:.0f} % of misses vs "
+                       f"{100 * d['east_tp_share']:.0f} % of detections.")
     kinds = sorted({str((r.config.get("weights") or {}).get("kind", "")) for s in exp.splits for r in s.cnn} - {""})
     warned = any(r.config.get("weights_warning") or (r.config.get("weights") or {}).get("warning")
                  for s in exp.splits for r in s.cnn)
@@ -142,6 +153,8 @@ def build_report(root: Path, experiment: str) -> Path:
         "classes": "True positives vs false negatives by deposit size class, month and local slope.",
     }
     figs = {k: Figure(p, captions[k]) for k, p in made.items() if p is not None}
+    activity, activity_data, activity_figs = activity_section(exp.study, experiment, figdir)
+    fusion, fusion_data = fusion_section(exp.study, experiment)
 
     main = exp.main_split
     sections = [
@@ -155,6 +168,8 @@ def build_report(root: Path, experiment: str) -> Path:
                 [f for k, f in figs.items() if k == "aspect"] + miss_tables
                 + [f for k, f in figs.items() if k == "classes"] or ["No positive test patch in the CNN runs."]),
         Section("dataset", "Dataset", ds_tables or ["No patch store and no split.csv found."]),
+        activity,
+        *([fusion] if fusion is not None else []),
         Section("provenance", "Settings, code version and inputs",
                 [Table("provenance", "Provenance", ["Item", "Value"], provenance_rows(prov),
                        "Complete settings of every run (config.json / params.json) are in summary.json.", style="kv")]),
@@ -168,11 +183,12 @@ def build_report(root: Path, experiment: str) -> Path:
         "experiment": experiment, "study": str(exp.study.root.resolve()), "focus_massif": exp.focus_massif,
         "main_split": main.name, "generated_utc": _now(), "table1": _stats_json(table_one_stats(exp)),
         "tables": {t.id: t.to_json() for t in all_tables}, "analysis": miss_data, "dataset": ds_data,
-        "figures": [p.relative_to(folder).as_posix() for p in made.values() if p], "notes": exp.notes,
-        "provenance": prov, "inputs_digest": inputs_digest,
+        "figures": [p.relative_to(folder).as_posix() for p in [*made.values(), *activity_figs] if p],
+        "notes": exp.notes, "provenance": prov, "activity": activity_data, "fusion": fusion_data,
+        "inputs_digest": inputs_digest,
     }
-    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary, [p for p in made.values() if p],
-                          {DIGEST_META: inputs_digest})
+    return _write_outputs(folder, title, subtitle, sections, exp.notes, summary,
+                          [p for p in [*made.values(), *activity_figs] if p], {DIGEST_META: inputs_digest})
 
 
 def _delta(a: Stat, b: Stat) -> str:

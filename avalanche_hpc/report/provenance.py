@@ -107,8 +107,9 @@ _DIGEST_RE = re.compile(r'<meta name="' + DIGEST_META + r'" content="([0-9a-f]+)
 
 
 def report_inputs_digest(study: Study, experiment: str) -> str:
-    """Digest of what a report of ``experiment`` reads: every run file (sha256 of its content),
-    the store's own digest and the code version."""
+    """Digest of what a report of ``experiment`` reads: every run file (sha256 of its content), the
+    published detections' ``provenance.json`` (rewritten by every publication), the store's own digest
+    and the code version."""
     runs = study.runs(experiment)
     files = [runs.experiment_json]
     for name in runs.split_names():
@@ -117,6 +118,9 @@ def report_inputs_digest(study: Study, experiment: str) -> str:
         for f in [*seeds, runs.baseline(name)]:
             files += [f.config, f.params, f.history, f.predictions, f.metrics]
     content = {str(p.relative_to(runs.root)): sha256_file(p) for p in files if p.is_file()}
+    published = study.detection_paths(experiment).provenance  # the Activity / Orbit fusion sections read it
+    if published.is_file():
+        content["detections/provenance.json"] = sha256_file(published)
     store = study.store_path
     store_digest = read_attrs(store).get("digest") if store.is_file() else None
     return digest_json({"runs": content, "store": store_digest, "code": __version__})

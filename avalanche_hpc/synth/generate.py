@@ -35,7 +35,7 @@ from avalanche_hpc.atomic import atomic_path, write_json
 from avalanche_hpc.errors import AvalancheError, ConfigError
 from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
-from avalanche_hpc.synth import debris, radar
+from avalanche_hpc.synth import clutter, debris, radar
 from avalanche_hpc.synth.corridors import Corridor, Footprint, deposit_footprint, make_corridors
 from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.inventory import make_events, make_inventory
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GENERATOR_VERSION", "SynthWorld", "build_world", "generate_study", "generation_is_complete", "winter_dates"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = ".synth.json"
 NODATA = {"linear": 0.0, "dB": -9999.0}
 _OWNED_FILES = ("study.toml", "dem.tif", "corridors.gpkg", "inventory.csv", "truth.csv", "truth_conditions.csv",
@@ -86,13 +86,28 @@ class SynthWorld:
         self.fresh_gain_db = debris.gain_db(events["deposit_area_m2"].to_numpy(), preset.physics) \
             if len(events) else np.zeros(0)
         self._level = level_field(terrain, seed)
+        self._texture: np.ndarray | None = None
+        phys, h, w = preset.physics, *terrain.shape
+        area_km2 = h * w * (preset.pixel_m / 1000.0) ** 2
+        prng = rng_for(seed, "pistes")
+        self.pistes = clutter.make_linear_features(prng, terrain.shape, int(prng.poisson(phys.pistes_per_km2 * area_km2)),
+                                                   (40.0, 150.0), 2.0)
+        self.area_km2 = area_km2
+
+    def texture_db(self) -> np.ndarray:
+        """Static heavy-tailed (K) texture, dB (ground-fixed: the same for every orbit and date)."""
+        if self._texture is None:
+            self._texture = clutter.k_texture_db(rng_for(self.seed, "ktexture"), self.terrain.shape,
+                                                 self.preset.physics.texture_nu)
+        return self._texture
 
     def orbit_config(self, i: int) -> OrbitConfig:
         o = self.preset.orbits[i]
-        return OrbitConfig(id=o.id, direction=o.direction, relative_orbit=o.relative_orbit)
+        return OrbitConfig(id=o.id, direction=o.direction, relative_orbit=o.relative_orbit,
+                           incidence_deg=o.incidence_deg, heading_deg=o.heading_deg)
 
     def snow(self, d: dt.date, orbit_index: int):
-        morning = self.preset.orbits[orbit_index].direction == "descending"  # dawn pass; ascending at dusk
+        morning = self.preset.orbits[orbit_index].dawn  # dawn pass (descending); dusk pass (ascending)
         return snow_state(self.terrain, self.weather, d, self.preset.physics, self.seed, self._level, morning)
 
 
@@ -270,6 +285,20 @@ def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: b
     s = world.snow(d, orbit_index)
     vv += s.vv_db(phys)
     vh += s.vh_db(phys)
+    # clutter of the snow surface on this date: wind patches (more after snowfall), pistes, tracks
+    k = world.weather.day(d)
+    recent_cm = float(world.weather.snowfall_cm[max(k - world.preset.repeat_days + 1, 0):k + 1].sum())
+    wind = clutter.wind_patches_db(rng_for(world.seed, "wind", d.toordinal()), world.terrain.shape,
+                                   phys.wind_patch_px, phys.wind_db, 0.3 + min(recent_cm / 30.0, 1.0))
+    prng = rng_for(world.seed, "piste-change", d.toordinal())
+    lines = world.pistes.render_db(prng.normal(0.0, phys.piste_change_db, len(world.pistes.pixels)))
+    trng = rng_for(world.seed, "tracks", d.toordinal())
+    tracks = clutter.make_linear_features(trng, world.terrain.shape, int(trng.poisson(phys.tracks_per_km2 * world.area_km2)),
+                                          (20.0, 100.0), 1.0)
+    lines += tracks.render_db(np.full(len(tracks.pixels), phys.track_db))
+    vv += wind + lines
+    vh += wind + lines
+    del wind, lines
     for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints, strict=False)):
         if ev.date > d:
             continue
@@ -279,17 +308,41 @@ def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: b
     return vv, vh, s
 
 
+def observe_scene(world: SynthWorld, vv_db: np.ndarray, vh_db: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free dB scene -> the product the SNAP graph writes (linear sigma0, float32).
+
+    Static K texture and transient bright scatterers (dB), then per-date misregistration of the
+    whole scene, the noise floor, raw speckle at ``enl_raw`` and the graph's speckle filter.
+    """
+    phys = world.preset.physics
+    tex = world.texture_db()
+    bright = clutter.bright_scatterers_db(rng, world.terrain.shape, phys.bright_per_km2, world.preset.pixel_m,
+                                          phys.bright_db)
+    shift_seed = int(rng.integers(0, 2**31))
+    out = []
+    for db, nesz in ((vv_db, phys.nesz_vv_db), (vh_db, phys.nesz_vh_db)):
+        lin = np.power(np.float32(10.0), (db + tex + bright) / np.float32(10.0))
+        lin = clutter.misregister(lin, np.random.default_rng(shift_seed), phys.misreg_px)  # same shift, VV and VH
+        obs = radar.observe_linear(lin, nesz, rng, phys.enl_raw)
+        if phys.speckle_filter == "refined_lee":
+            obs = clutter.refined_lee(obs)
+        elif phys.speckle_filter != "none":
+            raise ConfigError(f"unknown speckle_filter {phys.speckle_filter!r} -> 'refined_lee' or 'none'")
+        out.append(obs)
+    return out[0], out[1]
+
+
 def _write_scene(study: Study, world: SynthWorld, i: int, geom: radar.OrbitGeometry, d: dt.date,
                  summer: bool) -> dict:
     """Write the three rasters of one orbit and date; returns its ``truth_conditions.csv`` row."""
-    p, phys = world.preset, world.preset.physics
+    p = world.preset
     o = p.orbits[i]
     vv_db, vh_db, snow = scene_db(world, geom, d, summer, i)
     conditions = _conditions_row(world, i, d, snow)
     del snow
     rng = rng_for(world.seed, o.id, d.toordinal())
-    vv = radar.observe(vv_db, phys.nesz_vv_db, rng, phys.enl)
-    vh = radar.observe(vh_db, phys.nesz_vh_db, rng, phys.enl)
+    vv, vh = observe_scene(world, vv_db, vh_db, rng)
     del vv_db, vh_db
     nodata = NODATA[o.units]
     if o.units == "dB":
@@ -332,7 +385,7 @@ def _marker(preset: Preset, seed: int) -> dict:
               "physics": dataclasses.asdict(preset.physics)}
     if preset.seasons:
         marker["seasons"] = list(preset.seasons)
-    return marker
+    return json.loads(json.dumps(marker))  # tuples -> lists, as read back
 
 
 def generation_is_complete(root: Path, preset: str | Preset, seed: int) -> bool:

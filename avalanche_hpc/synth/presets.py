@@ -29,10 +29,21 @@ class Physics:
     layover_gain_db: float = 6.0         # dB, brightness added in layover
     nesz_vv_db: float = -24.0            # dB, noise-equivalent sigma0 (additive noise floor), VV
     nesz_vh_db: float = -28.0            # dB, noise floor, VH
-    # Equivalent number of looks of the gamma speckle AFTER the speckle filter the SNAP graph applies:
-    # raw IW GRDH has ENL ~4.4; a 5x5 Lee/Refined-Lee filter brings it to ~15-25. (5 was the raw value:
-    # with it the deposits drowned in speckle, see docs/architecture.md "Learning".)
-    enl: float = 16.0
+    # -- speckle and clutter (sources and reasoning: docs/simulator.md) --
+    enl_raw: float = 4.4                 # looks of the raw IW GRDH speckle (S1 product specification)
+    speckle_filter: str = "refined_lee"  # the SNAP graph's filter (7x7 Refined Lee); "none" to skip it
+    texture_nu: float = 3.0              # shape of the static gamma (K-distribution) texture; smaller = heavier tails
+    bright_per_km2: float = 1.0          # transient bright scatterers per km2 and date
+    bright_db: tuple[float, float] = (5.0, 15.0)   # dB, their rise over the background
+    misreg_px: tuple[float, float] = (0.1, 1.0)    # pixels, per-date shift of the whole scene
+    wet_patch_m: float = 150.0           # m, amplitude of the patchy wet-snow line (5-20 px scales)
+    wet_patch_px: tuple[float, float] = (5.0, 20.0)
+    wind_db: float = 2.5                 # dB per unit of field excess of wind-scoured/drifted patches
+    wind_patch_px: tuple[float, float] = (5.0, 20.0)
+    pistes_per_km2: float = 0.15         # static ski pistes / roads whose brightness changes every date
+    piste_change_db: float = 1.5         # dB, std of a piste's per-date change
+    tracks_per_km2: float = 0.3          # new tracks (skin, snowmobile) per km2 and date
+    track_db: float = 1.5                # dB, rise along a fresh track
     # -- snowpack --
     dry_snow_db: float = 0.6             # dB, std of broad date-to-date dry-snow variability
     wet_drop_db: float = 5.0             # dB, VV drop of fully wet snow (VH drops wet_drop_db * wet_vh_ratio)
@@ -42,7 +53,7 @@ class Physics:
     # -- debris --
     debris_db: float = 5.0               # dB, VV rise over a large deposit on the first date after the event
     debris_vh_ratio: float = 1.25        # VH rise = debris_db * this (rough surfaces raise cross-pol more)
-    debris_small_m2: float = 1000.0      # m2, deposits this small rise by small_fraction * debris_db
+    debris_small_m2: float = 2000.0      # m2, deposits this small rise by small_fraction * debris_db (Leinss 2020 S1 cut-off)
     debris_full_m2: float = 25000.0      # m2, deposits at least this large rise by the full debris_db
     small_fraction: float = 0.3
     fade_days: float = 25.0              # days, e-folding time of the debris signal
@@ -60,6 +71,16 @@ class OrbitSpec:
     first_date: dt.date
     units: str = "linear"           # units of the written scenes ("linear" or "dB")
     nodata_cols: int = 0            # columns of no data on the far edge (swath border)
+    incidence_deg: float = 39.0     # mid-swath incidence angle over the study (study.toml's default)
+    heading_deg: float | None = None  # satellite heading; None: 350 ascending / 190 descending (study.toml)
+    pass_hour_utc: float | None = None  # time of the pass; None: 05:30 descending (dawn) / 17:20 ascending (dusk)
+
+    @property
+    def dawn(self) -> bool:
+        """A morning pass: the surface has refrozen overnight (``snowpack.snow_state(morning=True)``)."""
+        hour = self.pass_hour_utc if self.pass_hour_utc is not None else (5.5 if self.direction == "descending"
+                                                                          else 17.33)
+        return hour < 12.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +174,25 @@ def parse_season_range(text: str) -> tuple[str, ...]:
 _D = OrbitSpec("D139", "descending", 139, dt.date(2017, 12, 3))
 _A = OrbitSpec("A161", "ascending", 161, dt.date(2017, 12, 5), units="dB", nodata_cols=6)
 
+# The four relative orbits that see the paper's zone (Haute-Maurienne; the paper names "4 relevant
+# ascending/descending orbits"): D066, D139 (the paper's), A088, A161. Dates follow the Sentinel-1
+# cycle (175 relative orbits in 12 days, one satellite; 6 days with S1A + S1B, as in the 2017-2018
+# season): orbit n + k passes k x 12/175 days after orbit n, so D139 = D066 + 5.0 d, A088 = D066 + 1.5 d
+# (dawn -> dusk of the next day), A161 = D139 + 1.5 d. Modulo 6 days: D139 on day 0 (dawn), D066 and
+# A161 on day 1 (dawn, dusk), A088 on day 2 (dusk). Passes: descending near dawn (~05:30 UTC),
+# ascending near dusk (~17:20 UTC) (literature.md). Incidence angles are a choice, not sourced: two
+# adjacent tracks of one direction overlap over the zone, one sees it at near range and the other at
+# far range of the IW swath (29-46 deg), so each direction has a steep (~34 deg) and a shallow (~42 deg)
+# view. Headings: the default 190 / 350 deg (both tracks of a direction are parallel).
+_Q = (
+    OrbitSpec("D139", "descending", 139, dt.date(2017, 12, 3), incidence_deg=41.5, pass_hour_utc=5.65),
+    OrbitSpec("D066", "descending", 66, dt.date(2017, 12, 4), incidence_deg=34.0, pass_hour_utc=5.5,
+              units="dB", nodata_cols=4),
+    OrbitSpec("A161", "ascending", 161, dt.date(2017, 12, 4), incidence_deg=35.0, pass_hour_utc=17.35,
+              units="dB", nodata_cols=6),
+    OrbitSpec("A088", "ascending", 88, dt.date(2017, 12, 5), incidence_deg=42.5, pass_hour_utc=17.2),
+)
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny", shape=(192, 192), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
@@ -163,6 +203,17 @@ PRESETS: dict[str, Preset] = {
         name="demo", shape=(1024, 1024), pixel_m=20.0,
         massifs=("Haute-Maurienne", "Vanoise", "Maurienne", "Oisans"),
         n_corridors=360, orbits=(_D, _A), n_dates=14, repeat_days=12, events_per_corridor=1.1,
+    ),
+    # four orbits (two ascending, two descending) at the 6-day repeat of the 2017-2018 season: orbit fusion
+    "tiny4": Preset(
+        name="tiny4", shape=(192, 192), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=20, orbits=_Q, n_dates=5, repeat_days=6, events_per_corridor=1.2,
+        summer_dates=(dt.date(2017, 8, 10),),
+    ),
+    # sized like the demo's patch count (4 orbits x 21 windows x 150 corridors ~ 2 x 13 x 360)
+    "demo4": Preset(
+        name="demo4", shape=(640, 640), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise", "Maurienne"),
+        n_corridors=150, orbits=_Q, n_dates=22, repeat_days=6, events_per_corridor=1.1,
     ),
     "alps": Preset(
         name="alps", shape=(3200, 3200), pixel_m=20.0,
