@@ -76,6 +76,9 @@ def test_probe_measures_pins_and_caches(vgg, tmp_path, monkeypatch):
 
 
 def test_bank_key_depends_on_precision_and_fp32_keys_are_unchanged():
-    old = sha256_text("v1|abc|none|K4|crop50|seed20240101|scale3.0")[:20]
+    from avalanche_hpc.learn.features import BANK_VERSION, VIEW_SEED
+    from avalanche_hpc.learn.inputs import MAPPING_ID
+
+    old = sha256_text(f"v{BANK_VERSION}|abc|none|K4|crop50|seed{VIEW_SEED}|{MAPPING_ID}")[:20]
     assert bank_key("abc", "none", 4, 50) == old == bank_key("abc", "none", 4, 50, "fp32")
     assert len({bank_key("abc", "none", 4, 50, m) for m in precision.MODES}) == 3
