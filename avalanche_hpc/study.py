@@ -111,6 +111,7 @@ class SeasonConfig(StrictModel):
     @field_validator("id")
     @classmethod
     def _id_is_a_folder_name(cls, v: str) -> str:
+        # the id names folders (work/shards/{season}/, work/summer/{season}/) and splits (season-{id})
         return check_id(v, "season id")
 
     @model_validator(mode="after")
@@ -268,8 +269,9 @@ class RunPaths:
     def cnn(self, split: str, seed: int) -> RunFiles:
         return RunFiles(self.cnn_dir(split) / f"{self.SEED_PREFIX}{seed}")
 
-    def baseline(self, split: str) -> RunFiles:
-        return RunFiles(self.split_dir(split) / "baseline")
+    def baseline(self, split: str, variant: str = "paper") -> RunFiles:
+        """The paper's baseline in ``baseline/``, another variant (``tuned``) in ``baseline-{variant}/``."""
+        return RunFiles(self.split_dir(split) / ("baseline" if variant == "paper" else f"baseline-{variant}"))
 
     def split_names(self) -> list[str]:
         """Folders directly under the experiment (sorted): the splits, and ``features`` and the like."""
@@ -285,7 +287,7 @@ class RunPaths:
 
     def all_metrics(self) -> list[Path]:
         """Every run's ``metrics.json`` of the experiment."""
-        return sorted(self.root.glob("*/cnn/*/metrics.json")) + sorted(self.root.glob("*/baseline/metrics.json"))
+        return sorted(self.root.glob("*/cnn/*/metrics.json")) + sorted(self.root.glob("*/baseline*/metrics.json"))
 
 
 class Study:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench_synth", "bench_checks", "bench_preprocess", "bench_train", "bench_slurm", "bench_container")
+BENCHMARKS = ("bench_synth", "bench_checks", "bench_preprocess", "bench_campaign", "bench_train", "bench_slurm",
+              "bench_container")
 
 
 def main() -> int:

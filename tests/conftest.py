@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.fixtures_synth", "tests.fixtures_slurm", "tests.fixtures_learn", "tests.fixtures_report",
-                  "tests.fixtures_detect"]
+                  "tests.fixtures_seasons", "tests.fixtures_detect"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"

@@ -126,6 +126,17 @@ def write_fake_experiment(root: Path, experiment: str, *, strength: float, seeds
         (b / "metrics.json").write_text(json.dumps(metrics_report(pred, FOCUS)))
         (b / "params.json").write_text(json.dumps({"pixel_threshold_db": 1.5, "count_threshold": 40,
                                                     "tuning_curve": [[10, 0.5], [40, 0.6]]}))
+    # the tuned baseline variant (its own generator: the draws above stay as they were)
+    trng = np.random.default_rng(7)
+    for split in splits:
+        table = read_split(make_split(root, experiment, split, seed=0))
+        b = exp_dir / split / "baseline-tuned"
+        b.mkdir(parents=True, exist_ok=True)
+        pred = _predictions(table, meta, trng, strength / 2, east_penalty=0.0, baseline=True)
+        pred.to_csv(b / "predictions.csv", index=False)
+        (b / "metrics.json").write_text(json.dumps(metrics_report(pred, FOCUS)))
+        (b / "params.json").write_text(json.dumps({"variant": "tuned", "channel": "VVdiff", "pixel_threshold_db": 1.0,
+                                                    "count_threshold": 30}))
     return exp_dir
 
 

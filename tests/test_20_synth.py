@@ -124,7 +124,8 @@ def test_truth_consistent_with_inventory(tiny_study: Path) -> None:
     true_date = pd.to_datetime(merged["date"]).dt.date
     assert (merged["path_id"] == merged["path_id_true"]).all()
     assert ((merged["date_min"] <= true_date) & (true_date <= merged["date_max"])).all()
-    assert (~truth["recorded"] & truth["monitored"]).any() or len(truth) < 10  # unrecorded events exist
+    assert len(truth) >= 10
+    assert (~truth["recorded"] & truth["monitored"]).any()  # unrecorded events exist
 
 
 def test_inventory_windows_are_imprecise_and_incomplete() -> None:
@@ -245,7 +246,7 @@ def test_wet_snow_dates_drop_the_background_and_crust_raises_it(tiny_study: Path
     for o in study.config.orbits:
         c = cond[(cond["orbit"] == o.id) & (cond["kind"] == "winter")]
         calm = c.loc[(c["wet_fraction"] + c["crust_fraction"]).idxmin()]
-        assert calm["wet_fraction"] < 0.2
+        assert calm["wet_fraction"] < 0.25  # patchy wetting (wet_patch_m) keeps a little wet snow near the line
         base = _db(study, o.id, dt.date.fromisoformat(calm["date"]), "VV")
         for kind, col, sign, gain in (("wet", "wet_fraction", -1, phys.wet_drop_db),
                                       ("crust", "crust_fraction", 1, phys.crust_gain_db)):
@@ -261,21 +262,40 @@ def test_wet_snow_dates_drop_the_background_and_crust_raises_it(tiny_study: Path
     assert checked["wet"] >= 1 and checked["crust"] >= 1, checked
 
 
+def _blocks(a: np.ndarray, k: int = 8) -> np.ndarray:
+    h, w = (a.shape[0] // k) * k, (a.shape[1] // k) * k
+    return np.nanmean(a[:h, :w].reshape(h // k, k, w // k, k).transpose(0, 2, 1, 3).reshape(h // k, w // k, k * k),
+                      axis=2)
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
 def test_summer_reference_is_snow_free(tiny_study: Path) -> None:
+    """The summer scene does not follow the snow state; the winter scene does (speckle-averaged blocks)."""
+    from avalanche_hpc.synth.radar import orbit_geometry
+
     study = Study.load(tiny_study)
     season = study.config.seasons[0]
-    for o in study.config.orbits:
+    world = build_world(TINY, 0)
+    phys = TINY.physics
+    for oi, o in enumerate(study.config.orbits):
         s = study.summer_dates(season.id, o.id)[0]
         with rasterio.open(study.scene_path(o.id, s, "VV")) as src:
             assert src.tags()["KIND"] == "summer"
-        w = study.winter_dates(season.id, o.id)[1]
-        diff = _db(study, o.id, w, "VV") - _db(study, o.id, s, "VV")
-        # speckle-averaged (8x8 blocks): the winter scene differs from the summer one by broad snow effects
-        h, wd = (diff.shape[0] // 8) * 8, (diff.shape[1] // 8) * 8
-        blocks = diff[:h, :wd].reshape(h // 8, 8, wd // 8, 8).transpose(0, 2, 1, 3).reshape(h // 8, wd // 8, 64)
-        blocks = blocks[np.isfinite(blocks).sum(axis=2) >= 32]
-        blocks = np.nanmean(blocks, axis=1)
-        assert np.nanstd(blocks) > 0.8 or abs(np.nanmean(blocks)) > 0.8
+        oc = world.orbit_config(oi)
+        base = orbit_geometry(world.terrain, oc.look_azimuth_deg, oc.incidence_deg, phys, 0).base_vv_db
+        dates = study.winter_dates(season.id, o.id)
+        # the date with the largest snow-state contrast (wet snow drops, crust raises VV)
+        states = [world.snow(d, oi) for d in dates]
+        k = int(np.argmax([float(st.vv_db(phys).std()) for st in states]))
+        snow = _blocks(states[k].vv_db(phys).astype(np.float64))
+        summer = _blocks(_db(study, o.id, s, "VV") - base)
+        winter = _blocks(_db(study, o.id, dates[k], "VV") - base)
+        ok = np.isfinite(summer) & np.isfinite(winter)
+        assert ok.sum() > 100 and snow[ok].std() > 0.5
+        r_winter = np.corrcoef(winter[ok], snow[ok])[0, 1]
+        r_summer = np.corrcoef(summer[ok], snow[ok])[0, 1]
+        assert r_winter > 0.5, (o.id, r_winter)          # the winter scene carries the snow state
+        assert abs(r_summer) < 0.25, (o.id, r_summer)    # the summer reference does not
 
 
 # -- CLI, resume, overwrite ---------------------------------------------------------------------

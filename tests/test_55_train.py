@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from avalanche_hpc.cli.main import app
 from avalanche_hpc.learn.train import RunRequest, TrainSettings, run_is_complete, train_run
-from tests.fixtures_learn import make_learning_study
+from tests.fixtures_learn import make_learning_study, perturb_test_rows
 
 FAST = {"max_epochs": 3, "n_views": 2, "patience": 10, "progress": False, "batch_size": 16}
 
@@ -38,7 +38,29 @@ def test_train_cli_end_to_end(study, tmp_path, monkeypatch):
     assert {"train_loss", "val_loss", "val_accuracy"} <= set(history.columns)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"focus_massif", "all", "focus", "best_epoch"}
-    assert metrics["best_epoch"] == int(history["val_loss"].idxmin())
+    # the predictions are those of best.pt's head on the bank's centre views, and best.pt is the
+    # checkpoint of the lowest validation loss (recomputed here from the bank and the head)
+    import h5py
+    import numpy as np
+
+    from avalanche_hpc.learn.model import Head
+    bank = next((study / "runs" / "cli" / "features").glob("bank-*.h5"))
+    with h5py.File(bank, "r") as f:
+        rows, feats = f["rows"][()], f["feats"][:, 0]
+    pred_t = pd.read_csv(out / "predictions.csv")
+    head = Head()
+    head.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["head"])
+    head.eval()
+    x = torch.from_numpy(feats[np.searchsorted(rows, pred_t["store_row"].to_numpy())])
+    with torch.no_grad():
+        logits = head(x)
+    prob = torch.softmax(logits, 1)[:, 1].numpy()
+    assert np.allclose(prob, pred_t["prob"].to_numpy(), atol=1e-5)
+    val = torch.tensor((pred_t["set"] == "val").to_numpy())
+    labels = torch.tensor(pred_t["label"].to_numpy())
+    val_loss = float(torch.nn.functional.cross_entropy(logits[val], labels[val]))
+    assert val_loss == pytest.approx(history["val_loss"].min(), rel=1e-4)
+    assert history["val_loss"][metrics["best_epoch"]] == pytest.approx(val_loss, rel=1e-4)
     split = pd.read_csv(study / "runs" / "cli" / "random" / "split.csv")
     assert metrics["all"]["n"] == (split["set"] == "test").sum()
     assert metrics["focus"]["n"] == ((split["set"] == "test") & (split["massif"] == "Haute-Maurienne")).sum()
@@ -51,8 +73,8 @@ def test_train_cli_end_to_end(study, tmp_path, monkeypatch):
         ck = torch.load(out / name, map_location="cpu", weights_only=True)
         assert "head" in ck
     assert len(list((study / "runs" / "cli" / "features").glob("bank-*.h5"))) == 1
-    # the signal is learnable: after 3 epochs the model beats chance on the test set
-    assert metrics["all"]["accuracy"] >= 0.7
+    # the signal is learnable through the clutter (fixtures_learn): after 3 epochs the model beats chance
+    assert metrics["all"]["accuracy"] >= 0.6
 
 
 def test_deterministic_resumable_and_skipped(study):
@@ -81,6 +103,24 @@ def test_deterministic_resumable_and_skipped(study):
     # another seed gives another run
     other = train_run(study, "det", seed=3, weights="none", **{**FAST, "max_epochs": 1})
     assert pd.read_csv(other / "history.csv")["train_loss"][0] != ref_hist["train_loss"][0]
+
+
+def test_test_rows_cannot_move_early_stopping(study, tmp_path):
+    """Perturbing only the test rows' patches leaves the whole training history and the best epoch."""
+    settings = {**FAST, "max_epochs": 8, "patience": 2}
+    a = train_run(study, "leak", seed=0, weights="none", **settings)
+    other = tmp_path / "perturbed"
+    perturb_test_rows(study, other, study / "runs" / "leak" / "random" / "split.csv")
+    b = train_run(other, "leak", seed=0, weights="none", **settings)
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    pd.testing.assert_frame_equal(ha.drop(columns=["seconds"], errors="ignore"),
+                                  hb.drop(columns=["seconds"], errors="ignore"))
+    ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    assert ma["best_epoch"] == mb["best_epoch"]
+    pa, pb = pd.read_csv(a / "predictions.csv"), pd.read_csv(b / "predictions.csv")
+    keep = pa["set"] != "test"
+    pd.testing.assert_frame_equal(pa[keep], pb[keep])
+    assert not pa.loc[~keep, "prob"].equals(pb.loc[~keep, "prob"])  # the perturbation reached the test rows
 
 
 def test_per_epoch_augmentation_and_holdout(study):

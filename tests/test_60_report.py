@@ -104,7 +104,8 @@ def expected(root: Path, experiment: str, split: str, select) -> dict[str, dict[
     d = Study.load(root).runs_dir(experiment) / split
     out = {}
     for model, files in (("cnn", sorted((d / "cnn").glob("seed*/predictions.csv"))),
-                         ("baseline", [d / "baseline" / "predictions.csv"])):
+                         ("baseline", [d / "baseline" / "predictions.csv"]),
+                         ("baseline_tuned", [d / "baseline-tuned" / "predictions.csv"])):
         per = [sk_metrics(select(t[t["set"] == "test"])) for t in (pd.read_csv(f) for f in files)]
         out[model] = {k: (float(np.mean([m[k] for m in per])),
                           float(np.std([m[k] for m in per], ddof=1)) if len(per) > 1 else None) for k in per[0]}
@@ -126,19 +127,21 @@ def report(report_study: Path) -> Path:
 def test_table1_in_html_and_markdown_equals_recomputed(report_study: Path, report: Path) -> None:
     html_rows = parse_html(report).tables["table1"]
     md_rows = parse_md_table((report.parent / "report.md").read_text(encoding="utf-8"), "Table I")
-    assert html_rows[0] == md_rows[0] == ["Metric", f"{FOCUS} CNN", f"{FOCUS} baseline", "All massifs CNN",
-                                          "All massifs baseline"]
+    assert html_rows[0] == md_rows[0] == ["Metric", f"{FOCUS} CNN", f"{FOCUS} baseline (paper)",
+                                          f"{FOCUS} baseline (tuned)", "All massifs CNN",
+                                          "All massifs baseline (paper)", "All massifs baseline (tuned)"]
     assert html_rows[1:] == md_rows[1:]
     focus = expected(report_study, "exp_a", "random", lambda t: t[t["massif"] == FOCUS])
     every = expected(report_study, "exp_a", "random", lambda t: t)
     body = {r[0]: r[1:] for r in html_rows[1:]}
     assert set(body) == {"Accuracy", "Precision", "Recall", "F1-score", "ROC AUC", "Test samples"}
     for metric, cells in body.items():
-        for cell, (exp_, model) in zip(cells, [(focus, "cnn"), (focus, "baseline"), (every, "cnn"),
-                                               (every, "baseline")], strict=False):
+        for cell, (exp_, model) in zip(cells, [(focus, "cnn"), (focus, "baseline"), (focus, "baseline_tuned"),
+                                               (every, "cnn"), (every, "baseline"), (every, "baseline_tuned")],
+                                       strict=True):
             assert_cell(cell, exp_[model][metric], f"{metric} {model}")
-    assert "±" in body["Accuracy"][2] and "±" not in body["Accuracy"][3]  # seeds vs one baseline run
-    assert body["Test samples"][2] == str(int(every["cnn"]["Test samples"][0]))
+    assert "±" in body["Accuracy"][3] and "±" not in body["Accuracy"][4]  # seeds vs one baseline run
+    assert body["Test samples"][3] == str(int(every["cnn"]["Test samples"][0]))
 
 
 def test_per_massif_holdout_and_orbit_tables_equal_recomputed(report_study: Path, report: Path) -> None:
@@ -180,6 +183,21 @@ def test_analysis_counts_equal_pooled_predictions(report_study: Path, report: Pa
     east = (pos["aspect"] > 0) & (pos["aspect"] < 180)
     fn = pos["pred"] == 0
     assert summary["analysis"]["aspect"]["east_fn_share"] == pytest.approx((east & fn).sum() / fn.sum())
+    # per orbit (the paper's east-facing finding is for the descending orbit): tables and shares
+    by_orbit = summary["analysis"]["aspect_by_orbit"]
+    assert set(by_orbit) == {"A161 (ascending)", "D139 (descending)"}
+    for orbit, label in (("A161", "A161 (ascending)"), ("D139", "D139 (descending)")):
+        po = pos[pos["orbit"] == orbit]
+        e, f = (po["aspect"] > 0) & (po["aspect"] < 180), po["pred"] == 0
+        assert by_orbit[label]["east_fn_share"] == pytest.approx((e & f).sum() / f.sum())
+        assert by_orbit[label]["east_tp_share"] == pytest.approx((e & ~f).sum() / (~f).sum())
+        orows = {r[0]: r for r in tables[f"aspect_{orbit}"][1:]}
+        assert sum(int(r[1]) + int(r[2]) for r in orows.values()) == len(po)
+        srows = {r[0]: r for r in tables[f"size_{orbit}"][1:]}
+        small_o = po[po["deposit_area_m2"] < 70]
+        if len(small_o):
+            assert int(srows["< 70 m²"][2]) == int((small_o["pred"] == 0).sum())
+    assert summary["analysis"]["size"]["small_positives"] == len(small)
 
 
 def test_dataset_summary_counts_the_store(report_study: Path, report: Path) -> None:
@@ -306,3 +324,23 @@ def test_screenshot_script_renders_the_report(report: Path, repo_root: Path, tmp
     res = subprocess.run(["bash", str(repo_root / "scripts" / "screenshot_report.sh"), str(tmp_path / "none.html"),
                           str(out)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "avalanche-hpc report" in res.stderr
+
+
+def test_pooled_table_one_over_studies(report_study: Path, report: Path, tmp_path: Path) -> None:
+    """Pooling two studies: CNN over every (study, seed) run, the paper baseline over the studies."""
+    out = tmp_path / "pooled.json"
+    res = CliRunner().invoke(app, ["report", "pooled", str(report_study), str(report_study), "--experiment", "exp_a",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    d = Study.load(report_study).runs_dir("exp_a") / "random"
+    cnn = [sk_metrics(t[t["set"] == "test"]) for t in (pd.read_csv(f) for f in sorted(d.glob("cnn/seed*/predictions.csv")))]
+    accs = [m["Accuracy"] for m in cnn] * 2
+    v = got["verdict"]["accuracy"]
+    assert got["verdict"]["cnn_runs"] == len(accs)
+    assert v["cnn"]["mean"] == pytest.approx(np.mean(accs)) and v["cnn"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    base = pd.read_csv(d / "baseline" / "predictions.csv")
+    b_acc = sk_metrics(base[base["set"] == "test"])["Accuracy"]
+    assert v["baseline_paper"]["mean"] == pytest.approx(b_acc) and v["baseline_paper"]["std"] == pytest.approx(0.0)
+    assert v["cnn_wins_by_more_than_one_std"] == bool(np.mean(accs) - b_acc > np.std(accs, ddof=1))
+    assert "CNN wins by more than one std" in " ".join(res.output.split())

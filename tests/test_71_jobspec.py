@@ -23,6 +23,7 @@ def test_demo_job_is_the_whole_pipeline_locally():
     assert job.root == (REPO / "studies" / "demo").resolve()  # relative to the job file's folder
     assert job.profile == (REPO / "slurm" / "profiles" / "local.toml").resolve()
     assert job.train.seeds == [0, 1, 2] and job.split_names() == ["random"]
+    assert job.baseline.variants == ["paper", "tuned"]
 
 
 def test_tiny_slurm_job_loads():
@@ -69,6 +70,18 @@ def test_stages_are_ordered_and_holdouts_become_splits():
     keys = [t.key for t in list_stage_tasks(job, "train")]
     assert keys == ["random/seed0", "random/seed1", "holdout-haute-maurienne/seed0", "holdout-haute-maurienne/seed1"]
     assert list_stage_tasks(job, "preprocess") is None  # no study yet: tasks unknown
+    # both baseline variants by default (the paper's writes baseline/, the tuned one baseline-tuned/)
+    base = list_stage_tasks(job, "baseline")
+    assert [(t.key, t.args) for t in base] == [
+        ("random", ("random", "paper")), ("random/tuned", ("random", "tuned")),
+        ("holdout-haute-maurienne", ("holdout-haute-maurienne", "paper")),
+        ("holdout-haute-maurienne/tuned", ("holdout-haute-maurienne", "tuned"))]
+    only = parse_job({"name": "x", "stages": ["baseline"], "study": {"path": "s"}, "baseline": {"variants": ["paper"]}},
+                     REPO)
+    assert [t.args for t in list_stage_tasks(only, "baseline")] == [("random", "paper")]
+    with pytest.raises(ConfigError, match="baseline.variants"):
+        parse_job({"name": "x", "stages": ["baseline"], "study": {"path": "s"}, "baseline": {"variants": ["best"]}},
+                  REPO)
 
 
 def test_local_executor_runs_only_what_is_incomplete(tmp_path):

@@ -46,12 +46,17 @@ def status(job: JobArg, profile: ProfileOpt = None) -> None:
     """Show each stage and task of a job: done, pending, running, failed (with its log), from sacct and the outputs."""
     from avalanche_hpc.hpc.jobspec import load_job
     from avalanche_hpc.hpc.profiles import load_profile
-    from avalanche_hpc.hpc.status import job_status, status_table
+    from avalanche_hpc.hpc.status import job_status, season_status, season_table, status_table
 
     spec = load_job(job)
     prof_path = profile or spec.profile
     prof = load_profile(prof_path) if prof_path else None
-    Console(width=200).print(status_table(job_status(spec, prof), title=f"{spec.name}: {spec.root}"))
+    rows = job_status(spec, prof)
+    console = Console(width=200)
+    console.print(status_table(rows, title=f"{spec.name}: {spec.root}"))
+    seasons = season_status(spec, rows)
+    if len(seasons) > 1:  # a campaign: one line per winter
+        console.print(season_table(seasons, title=f"{spec.name}: per season"))
 
 
 def register(app: typer.Typer) -> None:

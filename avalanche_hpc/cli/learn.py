@@ -65,12 +65,17 @@ def baseline(
     split: SplitOpt = "random",
     holdout: HoldoutOpt = None,
     split_seed: SplitSeedOpt = 0,
+    variant: Annotated[str, typer.Option(
+        "--variant", help="paper: the paper's baseline (per-pixel rule VHdiff > 3 dB fixed a priori, only the "
+                          "pixel-count threshold tuned on validation; writes baseline/); tuned: channel, pixel and "
+                          "count thresholds all tuned on validation (writes baseline-tuned/).")] = "paper",
     force: ForceOpt = False,
 ) -> None:
     """Tune the change-detection thresholding baseline on the validation set and evaluate it."""
     from avalanche_hpc.learn.baseline import baseline_run
 
-    out = baseline_run(study, experiment, split=_split_name(study, split, holdout), split_seed=split_seed, force=force)
+    out = baseline_run(study, experiment, split=_split_name(study, split, holdout), split_seed=split_seed, force=force,
+                       variant=variant)
     typer.echo(f"{out}")
 
 

@@ -55,7 +55,10 @@ def preprocess(
 def merge(
     study: StudyArg,
     force: ForceOpt = False,
-    layout: Annotated[str, typer.Option(help="'consolidated' (one self-contained copy) or 'virtual' (HDF5 VDS over the shards).")] = "consolidated",
+    layout: Annotated[str, typer.Option(help="'consolidated' (one self-contained copy), 'virtual' (HDF5 VDS over the shards), "
+                                             "'seasonal' (one copy per season behind a VDS: adding a date or a season "
+                                             "rewrites one season) or 'auto' (seasonal with several seasons, else "
+                                             "consolidated).")] = "auto",
 ) -> None:
     """Merge every shard into STUDY/work/patches.h5 (skipped when up to date)."""
     from avalanche_hpc.store.merge import LAYOUTS, merge_store

@@ -72,6 +72,30 @@ def compare_cmd(
     console.print(str(index), soft_wrap=True, highlight=False)
 
 
+@report_app.command("pooled")
+def pooled_cmd(
+    studies: Annotated[list[Path], typer.Argument(help="Study folders (e.g. one per study seed).", show_default=False)],
+    experiment: ExperimentOpt,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the table and verdict as JSON here.")] = None,
+) -> None:
+    """Table I pooled over several studies (study seeds): mean ± std over study and training seeds."""
+    from avalanche_hpc.atomic import write_json
+    from avalanche_hpc.report.collect import load_experiment, pooled_table_one
+    from avalanche_hpc.report.render import rich_table_from_json
+
+    table, verdict = pooled_table_one([load_experiment(Path(s), experiment) for s in studies])
+    console = Console()
+    console.print(rich_table_from_json(table.to_json()))
+    for k in ("accuracy", "f1"):
+        if k in verdict:
+            v = verdict[k]
+            console.print(f"all massifs {k}: CNN - paper baseline = {v['difference']:+.3f}, one std = "
+                          f"{v['one_std']:.3f} -> CNN wins by more than one std: {v['cnn_wins_by_more_than_one_std']}",
+                          highlight=False)
+    if out is not None:
+        write_json(out, {"table": table.to_json(), "verdict": verdict})
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``report`` group to the root app."""
     app.add_typer(report_app, name="report")

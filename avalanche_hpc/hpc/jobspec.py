@@ -17,6 +17,9 @@
     seeds = [0, 1, 2]
     splits = ["random"]
     holdouts = ["Haute-Maurienne"]         # adds split "holdout-haute-maurienne"
+    season_holdouts = true                 # adds "season-<id>" for every season of the study (or a list of ids)
+    forward = true                         # adds "forward-<id>" for every season but the first (or a list;
+                                           # forward-<last> is left out when it equals season-<last>)
     max_epochs = 250
 
 Everything is validated before any work starts; an unknown key is answered with the valid ones.
@@ -33,7 +36,7 @@ from avalanche_hpc.config import StrictModel, config_error, read_toml
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.hpc.stages import STAGE_NAMES, StageName
 from avalanche_hpc.ids import check_id
-from avalanche_hpc.learn.splits import holdout_split_name
+from avalanche_hpc.learn.splits import forward_split_name, holdout_split_name, season_split_name
 
 if TYPE_CHECKING:
     from avalanche_hpc.detect.scoring import DetectSettings
@@ -51,13 +54,17 @@ class PreprocessSpec(StrictModel):
 
 class MergeSpec(StrictModel):
     force: bool = False
-    layout: Literal["consolidated", "virtual"] = "consolidated"
+    layout: Literal["consolidated", "virtual", "seasonal", "auto"] = "auto"  # auto: seasonal for several seasons
 
 
 class TrainSpec(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     splits: list[str] = Field(default_factory=lambda: ["random"])
     holdouts: list[str] = Field(default_factory=list, description="massif names held out (one split each)")
+    season_holdouts: bool | list[str] = Field(
+        False, description="season-<id> splits: true = one per season of the study, or a list of season ids")
+    forward: bool | list[str] = Field(
+        False, description="forward-<id> splits: true = one per season but the first, or a list of season ids")
     split_seed: int = 0
     weights: str = "auto"
     max_epochs: int = Field(250, ge=1)
@@ -79,9 +86,18 @@ class TrainSpec(StrictModel):
         return kw
 
 
+BaselineVariant = Literal["paper", "tuned"]
+
+
+def _all_variants() -> list[BaselineVariant]:
+    return ["paper", "tuned"]
+
+
 class BaselineSpec(StrictModel):
     crop: int = 50
     force: bool = False
+    # paper: the paper's baseline (fixed per-pixel rule, count threshold tuned); tuned: all three tuned
+    variants: list[BaselineVariant] = Field(default_factory=_all_variants, min_length=1)
 
 
 class DetectSpec(StrictModel):
@@ -140,8 +156,23 @@ class JobSpec(StrictModel):
         return self.study.path
 
     def split_names(self) -> list[str]:
+        """Every split of the job; season splits (``true``) follow the study's seasons when it exists."""
         names = list(self.train.splits) + [holdout_split_name(m) for m in self.train.holdouts]
+        seasons = self._study_seasons() if self.train.season_holdouts is True or self.train.forward is True else []
+        hold = seasons if self.train.season_holdouts is True else (self.train.season_holdouts or [])
+        fwd = seasons[1:] if self.train.forward is True else (self.train.forward or [])
+        if seasons and seasons[-1] in hold:  # forward-<last> is season-<last> (same train and test winters)
+            fwd = [s for s in fwd if s != seasons[-1]]
+        names += [season_split_name(s) for s in hold] + [forward_split_name(s) for s in fwd]
         return list(dict.fromkeys(names))
+
+    def _study_seasons(self) -> list[str]:
+        """Season ids of the study in time order ([] before the study exists)."""
+        if not (self.root / "study.toml").is_file():
+            return []
+        from avalanche_hpc.study import Study
+
+        return [s.id for s in sorted(Study.load(self.root).config.seasons, key=lambda s: s.start)]
 
 
 def parse_job(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> JobSpec:

@@ -2,7 +2,10 @@
 
 - one array per stage (``SlurmExecutor.map_array``; never one sbatch per task), throttled with
   ``%K`` (the profile's ``array_parallelism``), chained with ``afterok`` dependencies on the
-  upstream arrays (preprocess -> merge -> train + baseline -> report);
+  upstream arrays (preprocess -> merge -> train + baseline -> report); a stage with more tasks
+  than one array may hold (the cluster's ``MaxArraySize``, or the profile's lower
+  ``max_array_size``: ``arrays.array_limit``) is submitted as several arrays, and the downstream
+  stages wait for every one of them (``afterok:<array 1>:<array 2>:...``);
 - ``synth`` and ``check`` run here, on the submitting host, before anything is submitted;
 - re-running submits only what is incomplete: a task whose outputs are current is skipped, and a
   task still pending or running in SLURM (from the recorded job ids and ``sacct``) is not
@@ -33,6 +36,7 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from avalanche_hpc.atomic import write_json
 from avalanche_hpc.errors import ConfigError, StageError
+from avalanche_hpc.hpc.arrays import array_limit, chunks
 from avalanche_hpc.hpc.container import python_setting
 from avalanche_hpc.hpc.jobspec import JobSpec
 from avalanche_hpc.hpc.profiles import Profile, load_profile
@@ -195,7 +199,8 @@ class Submission:
     job: JobSpec
     files: JobFiles
     submitted: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    arrays: dict[str, str] = field(default_factory=dict)  # stage -> array job id submitted now
+    arrays: dict[str, str] = field(default_factory=dict)  # stage -> array job id(s) submitted now, comma-separated
+    array_ids: dict[str, list[str]] = field(default_factory=dict)  # stage -> every array submitted now
 
     @property
     def job_ids(self) -> list[str]:
@@ -297,6 +302,7 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
     files = JobFiles.of(job, prof)
     record = files.read()
     sub = Submission(job, files)
+    limit = array_limit(prof.max_array_size)
     waiting_on: dict[str, list[str]] = {}  # stage -> array ids downstream stages must wait for
     # SLURM's view of every task recorded before this submission: one sacct and one squeue call per job
     recorded = [j for stage in job.stages if stage not in host for j in _recorded_ids(record, stage).values()]
@@ -321,22 +327,28 @@ def submit_job(job: JobSpec, profile: Profile | Path | str) -> Submission:
             continue
         dependency = "afterok:" + ":".join(upstream) if upstream else None
         ex = _executor(job, prof, stage, dependency)
-        jobs = ex.map_array(slurm_callable(stage), [job] * len(todo), todo)
-        array_id = jobs[0].job_id.split("_")[0]
-        sub.arrays[stage] = array_id
-        sub.submitted[stage] = [(t.key, j.job_id) for t, j in zip(todo, jobs, strict=False)]
-        waiting_on[stage] = sorted({*waiting_on[stage], array_id})
+        fn = slurm_callable(stage)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         st = record.setdefault("stages", {}).setdefault(stage, {"tasks": {}})
-        st.setdefault("arrays", []).append({"array_job_id": array_id, "n_tasks": len(todo), "submitted": now,
-                                            "dependency": dependency})
-        for t, j in zip(todo, jobs, strict=False):
-            out, err = files.logs(stage, j.job_id)
-            prev = st["tasks"].get(t.key, {})
-            st["tasks"][t.key] = {"job_id": j.job_id, "stdout": str(out), "stderr": str(err), "submitted": now,
-                                  "attempt": int(prev.get("attempt", 0)) + 1}
-        log.info("%s: array %s with %d task(s)%s", stage, array_id, len(todo),
-                 f" after {dependency}" if dependency else "")
+        ids: list[str] = []
+        sub.submitted[stage] = []
+        for part in chunks(todo, limit):  # arrays of at most MaxArraySize tasks, all with the same dependency
+            jobs = ex.map_array(fn, [job] * len(part), part)
+            array_id = jobs[0].job_id.split("_")[0]
+            ids.append(array_id)
+            sub.submitted[stage] += [(t.key, j.job_id) for t, j in zip(part, jobs, strict=False)]
+            st.setdefault("arrays", []).append({"array_job_id": array_id, "n_tasks": len(part), "submitted": now,
+                                                "dependency": dependency})
+            for t, j in zip(part, jobs, strict=False):
+                out, err = files.logs(stage, j.job_id)
+                prev = st["tasks"].get(t.key, {})
+                st["tasks"][t.key] = {"job_id": j.job_id, "stdout": str(out), "stderr": str(err), "submitted": now,
+                                      "attempt": int(prev.get("attempt", 0)) + 1}
+            log.info("%s: array %s with %d task(s)%s", stage, array_id, len(part),
+                     f" after {dependency}" if dependency else "")
+        sub.arrays[stage] = ",".join(ids)
+        sub.array_ids[stage] = ids
+        waiting_on[stage] = sorted({*waiting_on[stage], *ids})
     record.update({"job": job.name, "study": str(job.root), "experiment": job.experiment, "profile": prof.name})
     files.write(record)
     return sub

@@ -6,6 +6,7 @@ before anything is submitted. An unknown key is answered with the list of valid 
     name = "local"
     partition = "debug"
     array_parallelism = 4          # %K: at most K tasks of one array run at once
+    max_array_size = 500           # optional: tasks per array below the cluster's MaxArraySize
 
     [defaults]                     # resources of every stage's tasks ...
     time_min = 30
@@ -60,6 +61,9 @@ class Profile(StrictModel):
     account: str | None = None
     qos: str | None = None
     array_parallelism: int = Field(16, ge=1, description="%K: at most K tasks of an array at once")
+    max_array_size: int | None = Field(
+        None, ge=1, description="at most this many tasks per array (below the cluster's MaxArraySize, which is "
+                                "read with 'scontrol show config'); a larger stage is split into several arrays")
     signal_delay_s: int = Field(120, ge=0, description="USR2 this many seconds before the time limit")
     max_requeues: int = Field(5, ge=0, description="checkpoint/requeue at most this many times")
     image: str | None = Field(None, description="container image: jobs run inside it (.sif, or a directory for ch-run)")

@@ -13,7 +13,7 @@ Stages and their tasks (one SLURM array per stage; one task per row)::
     preprocess  (season, orbit, date) per acquisition with a previous one   <- check
     merge       1 task                                                      <- preprocess (afterok)
     train       (split, seed) per split x seed, DDP ranks inside a task      <- merge
-    baseline    (split) per split                                           <- merge
+    baseline    (split, variant) per split and baseline variant             <- merge
     detect      (season, orbit, date) per acquisition with a previous one   <- train, baseline
     report      1 task (publishes the detections - and fuses the orbits - first) <- train, baseline, detect
 
@@ -175,17 +175,21 @@ def _train_run(job: JobSpec, task: Task, progress: bool) -> str:
 
 # -- baseline ------------------------------------------------------------------------------------
 def _baseline_tasks(job: JobSpec) -> list[Task]:
-    return [Task("baseline", s, (s,)) for s in job.split_names()]
+    """One task per split and variant (``[baseline] variants``: the paper's, the tuned one)."""
+    return [Task("baseline", s if v == "paper" else f"{s}/{v}", (s, v)) for s in job.split_names()
+            for v in job.baseline.variants]
 
 
 def _baseline_complete(job: JobSpec, task: Task) -> bool:
-    return baseline_is_complete(job.root, job.experiment, task.args[0], split_seed=job.train.split_seed,
-                                crop=job.baseline.crop)
+    split, variant = task.args
+    return baseline_is_complete(job.root, job.experiment, split, split_seed=job.train.split_seed,
+                                crop=job.baseline.crop, variant=variant)
 
 
 def _baseline_run(job: JobSpec, task: Task, progress: bool) -> str:
-    return str(baseline_run(job.root, job.experiment, task.args[0], split_seed=job.train.split_seed,
-                            crop=job.baseline.crop, force=job.baseline.force))
+    split, variant = task.args
+    return str(baseline_run(job.root, job.experiment, split, split_seed=job.train.split_seed,
+                            crop=job.baseline.crop, force=job.baseline.force, variant=variant))
 
 
 # -- detect --------------------------------------------------------------------------------------

@@ -96,3 +96,76 @@ def summary(rows: list[TaskStatus]) -> dict[str, dict[str, int]]:
 
 def failed_logs(rows: list[TaskStatus]) -> list[Path]:
     return [Path(r.log) for r in rows if r.state == FAILED and r.log]
+
+
+# -- per season (campaigns of several winters) ----------------------------------------------------
+@dataclass(frozen=True)
+class SeasonStatus:
+    season: str
+    states: dict[str, int]  # preprocess task state -> count
+    in_store: bool  # the patch store holds this season's rows
+    runs: dict[str, int]  # state -> count of train/baseline tasks of this season's splits (season-/forward-)
+
+    @property
+    def n_tasks(self) -> int:
+        return sum(self.states.values())
+
+
+def _split_season(key: str) -> str | None:
+    split = key.split("/")[0]
+    for prefix in ("season-", "forward-"):
+        if split.startswith(prefix):
+            return split[len(prefix):]
+    return None
+
+
+def store_seasons(store: Path) -> set[str]:
+    """Seasons a patch store holds (its ``seasons`` attribute, else its ``/meta/season`` column)."""
+    from avalanche_hpc.store.layout import open_h5
+
+    if not store.is_file():
+        return set()
+    try:
+        with open_h5(store) as f:
+            if "seasons" in f.attrs:
+                return {str(s) for s in f.attrs["seasons"]}
+            col = f["meta"]["season"][()]
+    except (OSError, KeyError):
+        return set()
+    return {v.decode() if isinstance(v, bytes) else str(v) for v in set(col.tolist())}
+
+
+def season_status(job: JobSpec, rows: list[TaskStatus]) -> list[SeasonStatus]:
+    """One row per season of the study: its preprocess tasks by state, in the store, its split runs."""
+    from avalanche_hpc.study import Study
+
+    if not (job.root / "study.toml").is_file():
+        return []
+    study = Study.load(job.root)
+    seasons = [s.id for s in sorted(study.config.seasons, key=lambda s: s.start)]
+    held = store_seasons(study.store_path)
+    out = []
+    for season in seasons:
+        states: dict[str, int] = {}
+        runs: dict[str, int] = {}
+        for r in rows:
+            if r.stage == "preprocess" and r.key.split("/")[0] == season:
+                states[r.state] = states.get(r.state, 0) + 1
+            elif r.stage in ("train", "baseline") and _split_season(r.key) == season:
+                runs[r.state] = runs.get(r.state, 0) + 1
+        out.append(SeasonStatus(season, states, season in held, runs))
+    return out
+
+
+def season_table(seasons: list[SeasonStatus], title: str = "per season") -> Table:
+    table = Table(title=title)
+    for col in ("season", "preprocess done", PENDING, RUNNING, FAILED, STALE, NOT_SUBMITTED, "in store",
+                "season-split runs done"):
+        table.add_column(col, no_wrap=True)
+    for s in seasons:
+        n_runs = sum(s.runs.values())
+        table.add_row(s.season, f"{s.states.get(DONE, 0)}/{s.n_tasks}",
+                      *(str(s.states.get(k, 0) or "") for k in (PENDING, RUNNING, FAILED, STALE, NOT_SUBMITTED)),
+                      "[green]yes[/]" if s.in_store else "[dim]no[/]",
+                      f"{s.runs.get(DONE, 0)}/{n_runs}" if n_runs else "")
+    return table

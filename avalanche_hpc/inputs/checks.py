@@ -15,6 +15,9 @@ What is checked (see ``docs/data-contract.md``):
   nodata set, on the DEM grid (CRS, pixel size, transform, shape), ``UNITS`` tag valid;
   optional ``layover_shadow.tif`` uint8 on the same grid; summer references present for
   every (season, orbit) with winter dates; stray folders under ``scenes/``.
+- seasons: windows that overlap, a date claimed by two seasons (a winter date of two
+  seasons, or one season's winter date listed as another's summer reference); season ids
+  are safe folder names (``study.SeasonConfig``).
 - ``corridors.gpkg``: layer ``corridors``, CRS, columns ``path_id``/``massif``, unique
   non-empty ``path_id``, non-empty ``massif`` listed in study.toml, (Multi)Polygon
   geometries that are valid and overlap the DEM, optional boolean ``monitored``.
@@ -324,8 +327,41 @@ def _check_scene_raster(path: Path, where: str, band: str, config: StudyConfig |
                                        f"set it to one of {list(UNITS_VALUES)} (gdal_edit.py -mo UNITS=dB)"))
 
 
+def _check_seasons(study: Study, report: CheckReport) -> None:
+    """Seasons that overlap, and acquisition dates claimed by two seasons (each date is one season's)."""
+    cfg, toml = study.config, str(study.study_toml)
+    seasons = sorted(cfg.seasons, key=lambda s: s.start)
+    if len(seasons) > 1:  # a campaign: say how many winters were checked
+        report.count("seasons", len(seasons))
+    for i, a in enumerate(seasons):
+        for b in seasons[i + 1:]:
+            if b.start <= a.end:
+                report.problems.append(Problem(
+                    toml, f"key seasons.{a.id} and seasons.{b.id}",
+                    f"season windows overlap: {a.id} is {a.start}..{a.end}, {b.id} is {b.start}..{b.end}",
+                    f"make the windows disjoint (end {a.id} before {b.start}, or start {b.id} after {a.end}): "
+                    f"a winter date must belong to one season"))
+    for orbit in cfg.orbits:
+        claims: dict[dt.date, list[tuple[str, str]]] = {}
+        for season in cfg.seasons:
+            for d in study.winter_dates(season.id, orbit.id):
+                claims.setdefault(d, []).append((season.id, "winter"))
+            for d in study.summer_dates(season.id, orbit.id):
+                claims.setdefault(d, []).append((season.id, "summer"))
+        for d, who in sorted(claims.items()):
+            winter = [s for s, kind in who if kind == "winter"]
+            # one summer reference shared by two seasons is fine; a winter date is one season's only
+            if len(winter) > 1 or (winter and len(who) > 1):
+                names = ", ".join(f"{s} ({kind})" for s, kind in who)
+                report.problems.append(Problem(
+                    toml, f"orbit {orbit.id}, date {d}", f"date claimed by several seasons: {names}",
+                    f"list {d} in one season only (seasons.<id>.dates.{orbit.id} or summer.{orbit.id}), "
+                    f"or make the season windows disjoint"))
+
+
 def _check_scenes(study: Study, dem: Grid | None, report: CheckReport, progress) -> None:
     cfg = study.config
+    _check_seasons(study, report)
     jobs: list[tuple[Path, str, str]] = []  # (raster path, where, band)
     seen: set[tuple[str, dt.date]] = set()
     any_winter = False

@@ -14,7 +14,7 @@ Training then samples one of the K views per sample and epoch and trains only th
 
 Cache: ``STUDY/runs/{experiment}/features/bank-{key}.h5`` where ``key`` hashes the pool rows,
 their patch bytes, the backbone weights' sha256 (or 'none'), K, the crop, the view seed and
-the input scaling: a changed store or weights file gives a new file, never a stale one. Every
+the input mapping (``inputs.MAPPING_ID``): a changed store or weights file gives a new file, never a stale one. Every
 seed and hold-out of the experiment reuses it. Written atomically (concurrent writers produce
 identical files; the last rename wins).
 
@@ -38,7 +38,8 @@ import torch
 from avalanche_hpc.atomic import atomic_path
 from avalanche_hpc.digest import sha256_text
 from avalanche_hpc.errors import UnknownKeyError
-from avalanche_hpc.learn.model import FEATURE_DIM, INPUT_SCALE_DB, Backbone, scale_input
+from avalanche_hpc.learn.inputs import MAPPING_ID, map_input
+from avalanche_hpc.learn.model import FEATURE_DIM, Backbone
 from avalanche_hpc.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def centre_views(n: int, patch: int, crop: int) -> np.ndarray:
 
 
 def crop_batch(patches: np.ndarray, index: np.ndarray, views: np.ndarray, crop: int) -> torch.Tensor:
-    """Crops ``views[k] = (r0, c0, flip_r, flip_c)`` of ``patches[index[k]]`` -> scaled (B, 3, crop, crop)."""
+    """Crops ``views[k] = (r0, c0, flip_r, flip_c)`` of ``patches[index[k]]`` -> backbone inputs (B, 3, crop, crop)
+    (the documented mapping of ``inputs.map_input``)."""
     out = np.empty((len(index), patches.shape[1], crop, crop), dtype=np.float32)
     for k, (i, (r0, c0, fr, fc)) in enumerate(zip(index, views, strict=False)):
         w = patches[i, :, r0:r0 + crop, c0:c0 + crop]
@@ -96,7 +98,7 @@ def crop_batch(patches: np.ndarray, index: np.ndarray, views: np.ndarray, crop: 
         if fc:
             w = w[:, :, ::-1]
         out[k] = w
-    return scale_input(torch.from_numpy(out))
+    return map_input(out)
 
 
 def backbone_features(backbone: Backbone, patches: np.ndarray, views: np.ndarray, crop: int,
@@ -125,7 +127,7 @@ def data_digest(rows: np.ndarray, patches: np.ndarray) -> str:
 
 
 def bank_key(data_sha: str, weights_ident: str, n_views: int, crop: int) -> str:
-    text = f"v{BANK_VERSION}|{data_sha}|{weights_ident}|K{n_views}|crop{crop}|seed{VIEW_SEED}|scale{INPUT_SCALE_DB}"
+    text = f"v{BANK_VERSION}|{data_sha}|{weights_ident}|K{n_views}|crop{crop}|seed{VIEW_SEED}|{MAPPING_ID}"
     return sha256_text(text)[:20]
 
 
@@ -175,6 +177,6 @@ def load_or_build_bank(features_dir: Path, backbone_factory, rows: np.ndarray, p
     log.info("feature bank: computing %d patches x %d views -> %s", len(rows), n_views + 1, path)
     bank = build_bank(backbone_factory(), rows, patches, n_views, crop, progress=progress)
     write_bank(bank, path, {"data_sha256": data_sha, "weights": weights_ident, "views": n_views, "crop": crop,
-                            "view_seed": VIEW_SEED, "input_scale_db": INPUT_SCALE_DB, "version": BANK_VERSION})
+                            "view_seed": VIEW_SEED, "input_mapping": MAPPING_ID, "version": BANK_VERSION})
     bank.path = path
     return bank

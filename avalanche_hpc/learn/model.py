@@ -14,8 +14,8 @@ which makes a training step of ``Head`` equal to a step of the unfolded classifi
 
 The backbone (``vgg.features``) is frozen (``requires_grad=False``), kept in eval mode and run
 under ``torch.inference_mode`` (no autograd graph), once per view when the feature bank is used.
-Inputs: the 3 dB channels divided by ``INPUT_SCALE_DB`` (changes of a few dB -> about unit
-scale, the range ImageNet-normalised inputs have).
+Inputs: the 3 dB channels through the documented mapping of ``inputs.map_input`` (optional
+per-patch centring, dB -> image range, ImageNet mean/std normalisation).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ FEATURE_DIM = 512
 HIDDEN = 4096
 DROPOUT = 0.5
 FOLD_FACTOR = 49  # 7 x 7 adaptive-pool replication of the 1x1 map
-INPUT_SCALE_DB = 3.0  # dB per input unit
 BACKBONE_SEED = 0  # random-init backbone: the same for every training seed (so the feature bank is shared)
 MIN_CROP, MAX_CROP = 32, 63  # crops whose VGG16 feature map is 1x1
 
@@ -186,7 +185,3 @@ def init_head(vgg: VGG, seed: int, pretrained_fc: bool) -> Head:
     finally:
         torch.random.set_rng_state(gen_state)
     return head
-
-
-def scale_input(x_db: torch.Tensor) -> torch.Tensor:
-    return x_db / INPUT_SCALE_DB

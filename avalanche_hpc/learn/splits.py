@@ -14,6 +14,14 @@ Splits (``split`` names):
   its target counts of positives and negatives, so sets are close to 60/20/20 *and* balanced.
 - ``holdout-<massif-slug>``: test = every pool row of that massif; validation = 25% of the
   other massifs' rows (20% of 80%), again by corridor; train = the rest.
+- ``season-<season id>``: test = every pool row of that season; train and validation (25%, by
+  corridor) = the other seasons: "does a model from the other winters work on this one?".
+- ``forward-<season id>``: test = that season and every later one; train and validation = the
+  earlier seasons only (the operational question: a model of past winters on the next ones).
+  Seasons are ordered by their start date.
+
+With several seasons the negatives of the pool are drawn per (massif, season), so each season's
+test set is balanced too (with one season this is the per-massif draw, unchanged).
 
 Because all splits share the pool, the feature bank (``features.py``) is computed once per
 experiment and reused by every split and seed. ``split.csv`` columns: ``store_row, season,
@@ -48,6 +56,8 @@ SETS = ("train", "val", "test")
 RANDOM_FRACTIONS = (0.6, 0.2, 0.2)
 HOLDOUT_VAL_FRACTION = 0.25  # of the non-held-out rows: 20% of the 80%
 HOLDOUT_PREFIX = "holdout-"
+SEASON_PREFIX = "season-"
+FORWARD_PREFIX = "forward-"
 
 
 def slugify(name: str) -> str:
@@ -70,15 +80,53 @@ def massif_of_split(split: str, massifs: list[str]) -> str:
     raise ConfigError(f"unknown split {split!r}; valid splits are: {valid}")
 
 
-def validate_split(split: str, massifs: list[str]) -> str:
-    """Return ``split`` when valid (``random`` or an existing massif's hold-out)."""
+def season_split_name(season: str) -> str:
+    return SEASON_PREFIX + season
+
+
+def forward_split_name(season: str) -> str:
+    return FORWARD_PREFIX + season
+
+
+def is_season_split(split: str) -> bool:
+    return split.startswith((SEASON_PREFIX, FORWARD_PREFIX))
+
+
+def seasons_of_split(split: str, seasons: list[str]) -> tuple[list[str], list[str]]:
+    """(train+val seasons, test seasons) of a ``season-<id>``/``forward-<id>`` split; ``seasons`` in
+    time order. ConfigError listing the valid names for an unknown season or an empty side."""
+    prefix = SEASON_PREFIX if split.startswith(SEASON_PREFIX) else FORWARD_PREFIX
+    sid = split[len(prefix):]
+    if sid not in seasons:
+        valid = ", ".join([season_split_name(s) for s in seasons] + [forward_split_name(s) for s in seasons[1:]])
+        raise ConfigError(f"unknown split {split!r}: no season {sid!r} in the study; season splits are: {valid}")
+    if len(seasons) < 2:
+        raise ConfigError(f"split {split!r} needs at least two seasons; the study has {seasons}")
+    if prefix == SEASON_PREFIX:
+        return [s for s in seasons if s != sid], [sid]
+    k = seasons.index(sid)
+    if k == 0:
+        raise ConfigError(f"split {split!r}: no season before {sid} to train on -> use "
+                          f"{', '.join(forward_split_name(s) for s in seasons[1:])}")
+    return seasons[:k], seasons[k:]
+
+
+def validate_split(split: str, massifs: list[str], seasons: list[str] | None = None) -> str:
+    """Return ``split`` when valid (``random``, an existing massif's hold-out, a season split).
+
+    Season splits are checked against ``seasons`` when given (``make_split`` always checks them).
+    """
     check_id(split, "split name", where="--split")
     if split == "random":
         return split
     if split.startswith(HOLDOUT_PREFIX):
         massif_of_split(split, massifs)
         return split
-    valid = ", ".join(["random"] + [holdout_split_name(m) for m in massifs])
+    if is_season_split(split):
+        if seasons is not None:
+            seasons_of_split(split, seasons)
+        return split
+    valid = ", ".join(["random"] + [holdout_split_name(m) for m in massifs] + ["season-<id>", "forward-<id>"])
     raise ConfigError(f"unknown split {split!r}; valid splits are: {valid}")
 
 
@@ -120,9 +168,14 @@ def select_pool(meta: pd.DataFrame, seed: int) -> pd.DataFrame:
         )
     chosen: list[np.ndarray] = []
     shortfall = 0
-    for massif in sorted(meta["massif"].unique()):
-        want = int((pos["massif"] == massif).sum())
-        cand = neg.loc[neg["massif"] == massif, "store_row"].to_numpy()
+    # per massif, and per season too when there are several (each season's test set balanced)
+    keys = ["massif", "season"] if "season" in meta.columns and meta["season"].nunique() > 1 else ["massif"]
+    groups = sorted(map(tuple, meta[keys].drop_duplicates().to_numpy().tolist()))
+    for g in groups:
+        sel_pos = np.logical_and.reduce([pos[k] == v for k, v in zip(keys, g, strict=True)])
+        sel_neg = np.logical_and.reduce([neg[k] == v for k, v in zip(keys, g, strict=True)])
+        want = int(sel_pos.sum())
+        cand = neg.loc[sel_neg, "store_row"].to_numpy()
         take = min(want, len(cand))
         shortfall += want - take
         chosen.append(rng.choice(cand, size=take, replace=False) if take else np.empty(0, np.int64))
@@ -165,12 +218,34 @@ def assign_groups(pool: pd.DataFrame, fractions: dict[str, float], seed: int, sa
     return pool["path_id"].map(group_set)
 
 
-def build_split(meta: pd.DataFrame, split: str, seed: int) -> pd.DataFrame:
-    """The split table (SPLIT_COLUMNS) of labelled store metadata ``meta``."""
+def build_split(meta: pd.DataFrame, split: str, seed: int, seasons: list[str] | None = None) -> pd.DataFrame:
+    """The split table (SPLIT_COLUMNS) of labelled store metadata ``meta``.
+
+    ``seasons``: the study's seasons in time order (season splits; default: those of ``meta``, sorted).
+    """
     pool = select_pool(meta, seed)
     massifs = sorted(meta["massif"].unique())
     if split == "random":
         sets = assign_groups(pool, dict(zip(SETS, RANDOM_FRACTIONS, strict=False)), seed, salt=1)
+    elif is_season_split(split):
+        order = seasons if seasons is not None else sorted(meta["season"].astype(str).unique())
+        train_seasons, test_seasons = seasons_of_split(split, order)
+        season = pool["season"].astype(str)
+        held = season.isin(test_seasons)
+        fit = season.isin(train_seasons)
+        for side, rows in (("test", held), ("train", fit)):
+            lab = pool.loc[rows, "label"]
+            if lab.nunique() < 2:
+                which = test_seasons if side == "test" else train_seasons
+                raise ConfigError(f"split {split!r}: the {side} season(s) {which} hold {int(lab.sum())} positive and "
+                                  f"{int((lab == 0).sum())} negative pool patches; both are needed -> preprocess "
+                                  f"and merge those seasons, or choose another season")
+        sets = pd.Series("test", index=pool.index, dtype=object)
+        sets[~held & ~fit] = "unused"
+        sets[fit] = assign_groups(pool[fit], {"train": 1 - HOLDOUT_VAL_FRACTION, "val": HOLDOUT_VAL_FRACTION},
+                                  seed, salt=3)
+        keep = sets != "unused"
+        pool, sets = pool[keep].reset_index(drop=True), sets[keep].reset_index(drop=True)
     else:
         massif = massif_of_split(split, massifs)
         held = pool["massif"] == massif
@@ -198,10 +273,11 @@ def make_split(root: Path, experiment: str, split: str = "random", seed: int = 0
     now (the store changed, or another seed was used): runs trained on it would be stale.
     """
     study = Study.load(root)
-    validate_split(split, study.config.massifs)
+    seasons = [s.id for s in sorted(study.config.seasons, key=lambda s: s.start)]
+    validate_split(split, study.config.massifs, seasons)
     min_valid = study.config.min_valid_fraction
     meta = labelled_meta(study.store_path, min_valid)
-    table = build_split(meta, split, seed)
+    table = build_split(meta, split, seed, seasons)
     path = study.runs(experiment).split_csv(split)
     text = _csv_text(table)
     summary = {"min_valid_fraction": min_valid, "excluded_low_valid": meta.attrs["excluded_low_valid"],

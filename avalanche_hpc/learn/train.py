@@ -61,11 +61,11 @@ from avalanche_hpc.learn.features import (
     load_or_build_bank,
     prepare_patches,
 )
+from avalanche_hpc.learn.inputs import MAPPING_ID
 from avalanche_hpc.learn.metrics import focus_massif_of, metrics_report
 from avalanche_hpc.learn.model import (
     DROPOUT,
     HIDDEN,
-    INPUT_SCALE_DB,
     Backbone,
     Head,
     build_vgg16,
@@ -260,7 +260,7 @@ def _settings_record(study: Study, experiment: str, split: str, seed: int, split
         "experiment": experiment, "split": split, "seed": seed, "split_seed": split_seed,
         "weights": weights, "settings": asdict(settings),
         "model": {"arch": "vgg16", "frozen": "features", "trained": "classifier (3 FC, folded fc1)",
-                  "hidden": HIDDEN, "dropout": DROPOUT, "n_classes": 2, "input_scale_db": INPUT_SCALE_DB,
+                  "hidden": HIDDEN, "dropout": DROPOUT, "n_classes": 2, "input_mapping": MAPPING_ID,
                   "loss": "cross-entropy", "optimizer": "adam", "early_stopping": "validation loss",
                   "feature_standardisation": weights["kind"] == "none"},
         "data_sha256": digest, "store": str(study.store_path),

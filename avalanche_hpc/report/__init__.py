@@ -37,6 +37,8 @@ from avalanche_hpc.report.collect import (
     table_one_stats,
     table_per_massif,
     table_per_orbit,
+    table_per_season,
+    table_season_splits,
 )
 from avalanche_hpc.report.fusion import fusion_section
 from avalanche_hpc.report.provenance import (
@@ -85,8 +87,12 @@ def at_a_glance(exp: Experiment, miss: dict[str, Any]) -> list[str]:
     for scope, name in (("all", "all massifs"), ("focus", exp.focus_massif)):
         c, b = st[scope]["cnn"], st[scope]["baseline"]
         if c["n"].mean:
-            out.append(f"{name}: CNN accuracy {c['accuracy'].text()} vs baseline {b['accuracy'].text()}, "
-                       f"F1 {c['f1'].text()} vs {b['f1'].text()} ({c['n'].text()} test patches).")
+            line = (f"{name}: CNN accuracy {c['accuracy'].text()} vs paper baseline {b['accuracy'].text()}, "
+                    f"F1 {c['f1'].text()} vs {b['f1'].text()} ({c['n'].text()} test patches)")
+            t = st[scope].get("baseline_tuned")
+            if t and t["n"].mean:
+                line += f"; tuned baseline accuracy {t['accuracy'].text()}, F1 {t['f1'].text()}"
+            out.append(line + ".")
     pos = miss.get("aspect") or miss.get("size") or {}
     tp, fn = pos.get("tp_total", 0), pos.get("fn_total", 0)
     if tp + fn:
@@ -98,7 +104,12 @@ def at_a_glance(exp: Experiment, miss: dict[str, Any]) -> list[str]:
     asp = miss.get("aspect") or {}
     if asp.get("east_fn_share") is not None and asp.get("east_tp_share") is not None:
         out.append(f"East-facing deposits: {100 * asp['east_fn_share']:.0f} % of misses vs "
-                   f"{100 * asp['east_tp_share']:.0f} % of detections (paper, descending orbit: 69 % vs 44 %).")
+                   f"{100 * asp['east_tp_share']:.0f} % of detections, all orbits (paper, descending orbit: "
+                   f"69 % vs 44 %).")
+    for label, d in (miss.get("aspect_by_orbit") or {}).items():
+        if d.get("east_fn_share") is not None and d.get("east_tp_share") is not None:
+            out.append(f"Orbit {label}: east-facing {100 * d['east_fn_share']:.0f} % of misses vs "
+                       f"{100 * d['east_tp_share']:.0f} % of detections.")
     kinds = sorted({str((r.config.get("weights") or {}).get("kind", "")) for s in exp.splits for r in s.cnn} - {""})
     warned = any(r.config.get("weights_warning") or (r.config.get("weights") or {}).get("warning")
                  for s in exp.splits for r in s.cnn)
@@ -119,7 +130,8 @@ def build_report(root: Path, experiment: str) -> Path:
     clean_study_tmp(folder)  # temporary files of killed report writers (cleanup.py)
     inputs_digest = report_inputs_digest(exp.study, experiment)
 
-    results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp)) if t]
+    results = [t for t in (table_one(exp), table_per_massif(exp), table_holdouts(exp), table_per_orbit(exp),
+                           table_per_season(exp), table_season_splits(exp)) if t]
     miss_tables, miss_data = analyse_misses(exp)
     ds_tables, ds_data = summarise_dataset(exp)
     prov = collect_provenance(exp)

@@ -4,7 +4,8 @@ True positives (TP: avalanche detected) and false negatives (FN: avalanche misse
 positive test rows of the CNN runs of the main split, pooled over seeds (a patch counts once
 per seed). They are compared by aspect octant (aspect = direction the slope faces, degrees
 clockwise from north), deposit size class (EPA ``deposit_area_m2``, m2; the paper's
-small-avalanche threshold is 70 m2), month of the acquisition, and local slope (degrees).
+small-avalanche threshold is 70 m2), month of the acquisition, and local slope (degrees);
+aspect and size also per orbit (the paper's east-facing finding is for the descending orbit).
 """
 
 from __future__ import annotations
@@ -86,8 +87,59 @@ def _columns_present(pos: pd.DataFrame, col: str) -> bool:
     return col in pos.columns and pd.to_numeric(pos[col], errors="coerce").notna().any()
 
 
+def _orbits(exp: Experiment, pos: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
+    """(orbit id, its positive rows, label such as 'D139 (descending)') when there are two or more orbits."""
+    if "orbit" not in pos.columns:
+        return []
+    ids = sorted(pos["orbit"].astype(str).unique())
+    if len(ids) < 2:
+        return []
+    direction = {o.id: o.direction for o in exp.study.config.orbits}
+    return [(o, pos[pos["orbit"].astype(str) == o],
+             f"{o} ({direction[o]})" if direction.get(o) else o) for o in ids]
+
+
+def _aspect_table(pos: pd.DataFrame, is_tp: np.ndarray, where: str, suffix: str, title: str
+                  ) -> tuple[Table | None, dict[str, Any]]:
+    from scipy import stats
+
+    if not _columns_present(pos, "aspect"):
+        return None, {}
+    aspect = pd.to_numeric(pos["aspect"], errors="coerce").to_numpy()
+    east = np.isfinite(aspect) & (np.mod(aspect, 360.0) > 0) & (np.mod(aspect, 360.0) < 180)
+    tp_e, fn_e = int((east & is_tp).sum()), int((east & ~is_tp).sum())
+    tp_n, fn_n = int(is_tp.sum()), int((~is_tp).sum())
+    p = float(stats.fisher_exact([[tp_e, tp_n - tp_e], [fn_e, fn_n - fn_e]])[1]) if tp_n and fn_n else None
+    note = (f"{where} East-facing (aspect strictly between 0° and 180°): {_pct(tp_e, tp_n)} of TP, "
+            f"{_pct(fn_e, fn_n)} of FN (paper, descending orbit: 44 % of TP, 69 % of FN); "
+            f"Fisher exact test p = {p:.3g}." if p is not None else where)
+    t, d = _class_table(pos, OCTANTS, octant_of(aspect), f"aspect{suffix}", f"TP vs FN by aspect octant{title}", note)
+    d.update({"east_tp_share": tp_e / tp_n if tp_n else None, "east_fn_share": fn_e / fn_n if fn_n else None,
+              "east_fisher_p": p})
+    return t, d
+
+
+def _size_table(pos: pd.DataFrame, is_tp: np.ndarray, where: str, suffix: str, title: str
+                ) -> tuple[Table | None, dict[str, Any]]:
+    if "deposit_area_m2" not in pos.columns:
+        return None, {}
+    area = pd.to_numeric(pos["deposit_area_m2"], errors="coerce").to_numpy()
+    small = np.isfinite(area) & (area < SIZE_EDGES_M2[0])
+    note = (f"{where} Deposit area from the inventory (m², sum of the events in the window). "
+            f"Missed among small (< 70 m²): {_pct(int((small & ~is_tp).sum()), int(small.sum()))} "
+            f"(paper: 40 %).")
+    t, d = _class_table(pos, SIZE_CLASSES, size_class_of(area), f"size{suffix}",
+                        f"TP vs FN by deposit size class{title}", note)
+    d["small_missed_share"] = float((small & ~is_tp).sum() / small.sum()) if small.sum() else None
+    d["small_positives"] = int(small.sum())
+    return t, d
+
+
 def analyse_misses(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
-    """Tables (aspect, size, month, slope) and their data (for figures and summary.json)."""
+    """Tables (aspect and size: all orbits, then per orbit; month; slope) and their data (figures, summary.json).
+
+    The paper's east-facing finding is for its one (descending) orbit: pooling orbits dilutes it,
+    so aspect and size are also given orbit by orbit (``aspect_by_orbit``, ``size_by_orbit``)."""
     from scipy import stats
 
     pos = positives_outcome(exp)
@@ -99,31 +151,26 @@ def analyse_misses(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
         return tables, data
     is_tp = (pos["outcome"] == "TP").to_numpy()
 
-    if _columns_present(pos, "aspect"):
-        aspect = pd.to_numeric(pos["aspect"], errors="coerce").to_numpy()
-        east = np.isfinite(aspect) & (np.mod(aspect, 360.0) > 0) & (np.mod(aspect, 360.0) < 180)
-        tp_e, fn_e = int((east & is_tp).sum()), int((east & ~is_tp).sum())
-        tp_n, fn_n = int(is_tp.sum()), int((~is_tp).sum())
-        p = float(stats.fisher_exact([[tp_e, tp_n - tp_e], [fn_e, fn_n - fn_e]])[1]) if tp_n and fn_n else None
-        note = (f"{pooled} East-facing (aspect strictly between 0° and 180°): {_pct(tp_e, tp_n)} of TP, "
-                f"{_pct(fn_e, fn_n)} of FN (paper, descending orbit: 44 % of TP, 69 % of FN); "
-                f"Fisher exact test p = {p:.3g}." if p is not None else pooled)
-        t, d = _class_table(pos, OCTANTS, octant_of(aspect), "aspect", "TP vs FN by aspect octant", note)
-        d.update({"east_tp_share": tp_e / tp_n if tp_n else None, "east_fn_share": fn_e / fn_n if fn_n else None,
-                  "east_fisher_p": p})
-        tables.append(t)
-        data["aspect"] = d
-
-    if "deposit_area_m2" in pos.columns:
-        area = pd.to_numeric(pos["deposit_area_m2"], errors="coerce").to_numpy()
-        small = np.isfinite(area) & (area < SIZE_EDGES_M2[0])
-        note = (f"{pooled} Deposit area from the inventory (m², sum of the events in the window). "
-                f"Missed among small (< 70 m²): {_pct(int((small & ~is_tp).sum()), int(small.sum()))} "
-                f"(paper: 40 %).")
-        t, d = _class_table(pos, SIZE_CLASSES, size_class_of(area), "size", "TP vs FN by deposit size class", note)
-        d["small_missed_share"] = float((small & ~is_tp).sum() / small.sum()) if small.sum() else None
-        tables.append(t)
-        data["size"] = d
+    orbits = _orbits(exp, pos)
+    for key, sub, label in [(None, pos, "all orbits"), *orbits]:
+        suffix = "" if key is None else f"_{key}"
+        title = "" if key is None else f", orbit {label}"
+        where = pooled if key is None else f"{pooled} Orbit {label} only."
+        sub_tp = (sub["outcome"] == "TP").to_numpy()
+        t, d = _aspect_table(sub, sub_tp, where, suffix, title)
+        if t is not None:
+            tables.append(t)
+            if key is None:
+                data["aspect"] = d
+            else:
+                data.setdefault("aspect_by_orbit", {})[label] = d
+        t, d = _size_table(sub, sub_tp, where, suffix, title)
+        if t is not None:
+            tables.append(t)
+            if key is None:
+                data["size"] = d
+            else:
+                data.setdefault("size_by_orbit", {})[label] = d
 
     if "date" in pos.columns:
         month = pd.to_datetime(pos["date"], errors="coerce").dt.month.to_numpy()
@@ -224,6 +271,12 @@ def summarise_dataset(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
         tables.append(_frame_table(per_massif, "ds_massif", "Samples per massif and label (patch store)",
                                    f"{store.name}: every (season, orbit, date, corridor) patch; learning uses "
                                    f"positive and negative rows only."))
+        if meta["season"].nunique() > 1:  # a campaign: labelled activity winter by winter
+            per_season = _label_counts(meta, ["season"])
+            tables.append(_frame_table(per_season, "ds_season", "Samples per season and label (patch store)",
+                                       "Positives are inventoried avalanches between two acquisitions: the "
+                                       "inventory's activity per winter, as the patch store labels it."))
+            data["per_season"] = per_season.to_dict(orient="records")
         per_date = _label_counts(meta, ["season", "orbit", "date"])
         tables.append(_frame_table(per_date, "ds_date", "Samples per acquisition date and label (patch store)"))
         data["per_massif"] = per_massif.to_dict(orient="records")

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avalanche_hpc.errors import InputError, MissingInputError, Problem
+from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
 from avalanche_hpc.learn.metrics import compute_metrics, focus_massif_of
-from avalanche_hpc.learn.splits import HOLDOUT_PREFIX, read_split, slugify
+from avalanche_hpc.learn.splits import HOLDOUT_PREFIX, is_season_split, read_split, seasons_of_split, slugify
 from avalanche_hpc.study import RunFiles, Study
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"cnn seed {self.seed}" if self.kind == "cnn" else "baseline"
+        if self.kind == "cnn":
+            return f"cnn seed {self.seed}"
+        return "baseline (tuned)" if self.kind == "baseline-tuned" else "baseline (paper)"
 
     @property
     def files(self) -> RunFiles:
@@ -100,11 +102,12 @@ class SplitRuns:
     dir: Path
     split_table: pd.DataFrame | None
     cnn: list[Run]
-    baseline: Run | None
+    baseline: Run | None           # the paper's baseline (baseline/)
+    baseline_tuned: Run | None = None  # the three-parameter baseline (baseline-tuned/)
 
     @property
     def runs(self) -> list[Run]:
-        return self.cnn + ([self.baseline] if self.baseline else [])
+        return self.cnn + [b for b in (self.baseline, self.baseline_tuned) if b]
 
     def held_out(self, massifs: list[str]) -> str | None:
         """The massif a hold-out split tests on (from its test rows; else from the name)."""
@@ -139,6 +142,13 @@ class Experiment:
     @property
     def holdouts(self) -> list[SplitRuns]:
         return [s for s in self.splits if s.name.startswith(HOLDOUT_PREFIX)]
+
+    @property
+    def season_splits(self) -> list[SplitRuns]:
+        """``season-<id>`` and ``forward-<id>`` splits (in the study's season order)."""
+        order = {s.id: i for i, s in enumerate(sorted(self.study.config.seasons, key=lambda s: s.start))}
+        found = [s for s in self.splits if is_season_split(s.name)]
+        return sorted(found, key=lambda s: (s.name.startswith("forward-"), order.get(s.name.split("-", 1)[1], 99)))
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -209,7 +219,7 @@ def load_experiment(root: Path, experiment: str) -> Experiment:
     notes: list[str] = []
     splits: list[SplitRuns] = []
     for name in runs.split_names():
-        if not (name == RANDOM_SPLIT or name.startswith(HOLDOUT_PREFIX)):
+        if not (name == RANDOM_SPLIT or name.startswith(HOLDOUT_PREFIX) or is_season_split(name)):
             continue  # features/, logs/, ...
         cnn: list[Run] = []
         for seed in runs.cnn_seeds(name):
@@ -218,11 +228,13 @@ def load_experiment(root: Path, experiment: str) -> Experiment:
                 cnn.append(run)
         base = runs.baseline(name)
         baseline = _read_run("baseline", None, base, notes) if base.dir.is_dir() else None
+        tuned_files = runs.baseline(name, "tuned")
+        tuned = _read_run("baseline-tuned", None, tuned_files, notes) if tuned_files.dir.is_dir() else None
         split_table = None
         if runs.split_csv(name).is_file():
             split_table = read_split(runs.split_csv(name))
-        if cnn or baseline:
-            splits.append(SplitRuns(name, runs.split_dir(name), split_table, cnn, baseline))
+        if cnn or baseline or tuned:
+            splits.append(SplitRuns(name, runs.split_dir(name), split_table, cnn, baseline, tuned))
     if not splits:
         raise MissingInputError(missing_experiment_message(study, experiment))
     splits.sort(key=lambda s: (s.name != RANDOM_SPLIT, s.name))
@@ -265,9 +277,11 @@ def check_saved_metrics(exp: Experiment) -> None:
 
 
 def split_stats(split: SplitRuns, select=None) -> dict[str, dict[str, Stat]]:
-    """{"cnn": {metric: Stat over seeds}, "baseline": {...}} on the test rows ``select(test)`` keeps."""
+    """{"cnn": {metric: Stat over seeds}, "baseline": {...}, "baseline_tuned": {...}} on the test rows
+    ``select(test)`` keeps ("baseline" is the paper's variant)."""
     out: dict[str, dict[str, Stat]] = {}
-    for model, runs in (("cnn", split.cnn), ("baseline", [split.baseline] if split.baseline else [])):
+    for model, runs in (("cnn", split.cnn), ("baseline", [split.baseline] if split.baseline else []),
+                        ("baseline_tuned", [split.baseline_tuned] if split.baseline_tuned else [])):
         per_run = []
         for run in runs:
             rows = run.test if select is None else select(run.test)
@@ -315,14 +329,23 @@ def table_one(exp: Experiment) -> Table:
     split = exp.main_split
     st = table_one_stats(exp)
     focus, every = st["focus"], st["all"]
-    cols = ["Metric", f"{exp.focus_massif} CNN", f"{exp.focus_massif} baseline", "All massifs CNN",
-            "All massifs baseline"]
+    tuned = split.baseline_tuned is not None
+    cols = ["Metric", f"{exp.focus_massif} CNN", f"{exp.focus_massif} baseline (paper)", "All massifs CNN",
+            "All massifs baseline (paper)"]
     rows = [[METRIC_LABELS[k], focus["cnn"][k], focus["baseline"][k], every["cnn"][k], every["baseline"][k]]
             for k in (*METRICS, "n")]
+    if tuned:
+        cols.insert(3, f"{exp.focus_massif} baseline (tuned)")
+        cols.append("All massifs baseline (tuned)")
+        for row, k in zip(rows, (*METRICS, "n"), strict=True):
+            row.insert(3, focus["baseline_tuned"][k])
+            row.append(every["baseline_tuned"][k])
     n_seeds = len(split.cnn)
     cnn = f"mean ± sample std over {n_seeds} seeds" if n_seeds > 1 else f"{n_seeds} seed (no spread to show)"
-    note = (f"Split '{split.name}', test set. CNN: {cnn}; baseline: one deterministic run. "
-            f"Recomputed from predictions.csv.")
+    note = (f"Split '{split.name}', test set. CNN: {cnn}; baselines: one deterministic run each. Baseline (paper): "
+            f"per-pixel rule VHdiff > 3 dB fixed a priori, only the pixel-count threshold tuned on validation"
+            + ("; baseline (tuned): channel, pixel and count thresholds tuned on validation" if tuned else "")
+            + ". Recomputed from predictions.csv.")
     return Table("table1", "Table I: CNN vs baseline (test set)", cols, rows, note)
 
 
@@ -360,3 +383,91 @@ def table_per_orbit(exp: Experiment) -> Table | None:
         return None
     rows = [_metric_row([o], split_stats(split, lambda t, o=o: t[t["orbit"].astype(str) == o])) for o in orbits]
     return Table("per_orbit", f"Per orbit (split '{split.name}', test set)", ["Orbit", *METRIC_PAIR_COLUMNS], rows)
+
+
+def _season_order(exp: Experiment) -> list[str]:
+    return [s.id for s in sorted(exp.study.config.seasons, key=lambda s: s.start)]
+
+
+def table_per_season(exp: Experiment) -> Table | None:
+    """Main split's test set, one row per season (only with several seasons)."""
+    split = exp.main_split
+    if not split.runs or "season" not in split.runs[0].test.columns:
+        return None
+    present = {str(x) for r in split.runs for x in r.test["season"].unique()}
+    seasons = [s for s in _season_order(exp) if s in present]
+    if len(seasons) < 2:
+        return None
+    rows = [_metric_row([s], split_stats(split, lambda t, s=s: t[t["season"].astype(str) == s])) for s in seasons]
+    return Table("per_season", f"Per season (split '{split.name}', test set)", ["Season", *METRIC_PAIR_COLUMNS], rows,
+                 "The split deals each corridor, with all its dates of every season, to one set; see the "
+                 "season splits below for models tested on winters they never saw.")
+
+
+def table_season_splits(exp: Experiment) -> Table | None:
+    """One row per season hold-out / forward split: trained on some winters, tested on others."""
+    splits = exp.season_splits
+    if not splits:
+        return None
+    order = _season_order(exp)
+    rows = []
+    for s in splits:
+        try:
+            train, test = seasons_of_split(s.name, order)
+        except ConfigError:
+            train, test = ["?"], ["?"]
+        kind = "hold-out" if s.name.startswith("season-") else "forward"
+        rows.append(_metric_row([s.name, kind, ", ".join(train), ", ".join(test)], split_stats(s)))
+    return Table("season_splits", "Across seasons: trained on some winters, tested on others",
+                 ["Split", "Kind", "Trained on", "Tested on", *METRIC_PAIR_COLUMNS], rows,
+                 "season-<id>: test on that winter, train and validate on the others; forward-<id>: train and "
+                 "validate on the winters before it, test on it and the later ones.")
+
+
+def pooled_table_one(exps: list[Experiment]) -> tuple[Table, dict[str, Any]]:
+    """Table I pooled over study seeds: each study's main split, CNN over every (study, training seed) run,
+    each baseline over the studies (one deterministic run per study). Returns the table and, for all
+    massifs, the verdict data: whether the CNN beats the paper baseline by more than one standard
+    deviation (the larger of the two pooled stds) on accuracy and F1."""
+    if not exps:
+        raise MissingInputError("no experiment to pool -> give at least one study with finished runs")
+    focus = exps[0].focus_massif
+    scopes = {"focus": lambda t: t[t["massif"] == focus], "all": lambda t: t}
+    per: dict[str, dict[str, dict[str, list[float | None]]]] = {}
+    for scope, sel in scopes.items():
+        per[scope] = {"cnn": {}, "baseline": {}, "baseline_tuned": {}}
+        for exp in exps:
+            split = exp.main_split
+            runs = {"cnn": split.cnn, "baseline": [split.baseline] if split.baseline else [],
+                    "baseline_tuned": [split.baseline_tuned] if split.baseline_tuned else []}
+            for model, rs in runs.items():
+                for r in rs:
+                    m = metrics_of(sel(r.test))
+                    for k in ("n", *METRICS):
+                        per[scope][model].setdefault(k, []).append(m[k])
+    stats = {scope: {model: {k: Stat.of(v, integer=(k == "n")) for k, v in d.items()}
+                     for model, d in models.items() if d} for scope, models in per.items()}
+    cols = ["Metric", f"{focus} CNN", f"{focus} baseline (paper)", "All massifs CNN", "All massifs baseline (paper)"]
+    tuned = "baseline_tuned" in stats["all"]
+    if tuned:
+        cols += ["All massifs baseline (tuned)"]
+    rows = []
+    for k in (*METRICS, "n"):
+        row = [METRIC_LABELS[k], stats["focus"]["cnn"][k], stats["focus"].get("baseline", {}).get(k),
+               stats["all"]["cnn"][k], stats["all"].get("baseline", {}).get(k)]
+        if tuned:
+            row.append(stats["all"]["baseline_tuned"][k])
+        rows.append(row)
+    n_cnn = stats["all"]["cnn"]["accuracy"].n
+    verdict: dict[str, Any] = {"studies": [str(e.study.root) for e in exps], "cnn_runs": n_cnn}
+    for k in ("accuracy", "f1"):
+        c, b = stats["all"]["cnn"][k], stats["all"].get("baseline", {}).get(k)
+        if c.mean is None or b is None or b.mean is None:
+            continue
+        sd = max(c.std or 0.0, b.std or 0.0)
+        verdict[k] = {"cnn": c.to_json(), "baseline_paper": b.to_json(), "difference": c.mean - b.mean,
+                      "one_std": sd, "cnn_wins_by_more_than_one_std": bool(c.mean - b.mean > sd)}
+    note = (f"Pooled over {len(exps)} studies: CNN mean ± sample std over {n_cnn} runs (study seeds x training "
+            f"seeds); baselines over the studies (one deterministic run each). Test sets of each study's "
+            f"'{exps[0].main_split.name}' split; recomputed from predictions.csv.")
+    return Table("table1_pooled", "Table I pooled over study seeds (test sets)", cols, rows, note), verdict

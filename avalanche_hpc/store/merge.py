@@ -2,12 +2,18 @@
 
 ``merge_store`` writes ``STUDY/work/patches.h5`` in the layout of ``store.py``, rows in task
 order (season, orbit, date as ``list_tasks`` gives them) and, within a task, corridor order.
-Two layouts are possible:
+Three layouts are possible:
 
 - ``consolidated`` (the default): one self-contained file; patches are copied shard by shard
   (streamed, never all in memory), chunked one patch per chunk, uncompressed;
 - ``virtual``: ``/patches`` is an HDF5 virtual dataset mapping the shards' ``/patches``
-  (relative paths, so the study directory can move); only the metadata is copied.
+  (relative paths, so the study directory can move); only the metadata is copied;
+- ``seasonal`` (campaigns of several winters): one consolidated store per season,
+  ``work/seasons/{season}.h5``, each rewritten only when one of its shards changed, behind one
+  ``patches.h5`` whose ``/patches`` is a virtual dataset over the season stores. Adding a date
+  rewrites one season; adding a season writes one store; nothing else is copied again, and a
+  random read goes through one VDS mapping of a few sources (one per season, not one per shard).
+  ``auto`` (the default) is ``seasonal`` for a study of several seasons, else ``consolidated``.
 
 The default was chosen by ``benchmarks/bench_preprocess.py`` (see ``docs/benchmarks.md``):
 a consolidated copy costs one sequential copy at merge time but serves the random single-patch
@@ -51,10 +57,11 @@ from avalanche_hpc.store.layout import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "current_shards", "merge_store", "store_digest", "store_is_current"]
+__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "current_shards", "merge_store", "resolve_layout", "season_store_path",
+           "shards_by_season", "store_digest", "store_is_current"]
 
-LAYOUTS = ("consolidated", "virtual")
-DEFAULT_LAYOUT = "consolidated"
+LAYOUTS = ("consolidated", "virtual", "seasonal", "auto")
+DEFAULT_LAYOUT = "auto"  # consolidated for one season, seasonal for several
 BLOCK = 2048  # rows per block when copying or scanning patches
 
 
@@ -88,6 +95,7 @@ def store_is_current(root: Path, layout: str = DEFAULT_LAYOUT) -> bool:
     """Whether ``work/patches.h5`` was merged, with ``layout``, from the current shards (the digest
     ``merge_store`` compares before skipping); False while a shard is missing or out of date."""
     inputs = StudyInputs.load(Path(root))
+    layout = resolve_layout(layout, len(inputs.study.config.seasons))
     try:
         shards = current_shards(inputs)
     except StageError:
@@ -105,6 +113,7 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     require_valid_tables(root, scenes=True)
     inputs = StudyInputs.load(root)
     study = inputs.study
+    layout = resolve_layout(layout, len(study.config.seasons))
     store = study.store_path
     clean_study_tmp(study.work_dir)
     shards = current_shards(inputs)
@@ -112,15 +121,19 @@ def merge_store(root: Path, force: bool = False, layout: str = DEFAULT_LAYOUT, p
     if not force and _has_digest(store, digest):
         log.info("patch store up to date: %s", store)
         return store
-    metas = [read_meta(p) for _, p, _ in shards]
-    sizes = [len(m) for m in metas]
-    meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({c: [] for c in META_COLUMNS})
     p = inputs.patch_size
-    n = int(sum(sizes))
     attrs = {
         "digest": digest, "layout": layout, "n_shards": len(shards), "study": study.config.name,
         "patch_size": p, "created_by": f"avalanche-hpc {__version__}", "units": "dB",
     }
+    if layout == "seasonal":
+        n = _merge_seasonal(study, shards, attrs, p, progress)
+        log.info("patch store (seasonal): %d patches from %d shards -> %s", n, len(shards), store)
+        return store
+    metas = [read_meta(p) for _, p, _ in shards]
+    sizes = [len(m) for m in metas]
+    meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({c: [] for c in META_COLUMNS})
+    n = int(sum(sizes))
     if layout == "consolidated":
         _merge_consolidated(store, shards, sizes, meta, attrs, p, progress)
     else:
@@ -163,3 +176,76 @@ def _merge_virtual(store, shards, sizes, meta, attrs, p) -> None:
 def store_digest(layout: str | None, shards: list) -> str:
     """What the merged store depends on: its layout and each current shard's own digest."""
     return digest_json([layout, [(k, d) for k, _, d in shards]])
+
+
+def resolve_layout(layout: str, n_seasons: int) -> str:
+    """``auto`` -> ``seasonal`` with several seasons, else ``consolidated``; other layouts unchanged."""
+    if layout == "auto":
+        return "seasonal" if n_seasons > 1 else "consolidated"
+    return layout
+
+
+def season_store_path(store: Path, season: str) -> Path:
+    """The consolidated store of one season behind a seasonal ``patches.h5``."""
+    return store.parent / "seasons" / f"{season}.h5"
+
+
+def shards_by_season(shards: list[tuple[str, Path, str]]) -> dict[str, list[tuple[str, Path, str]]]:
+    """``current_shards`` grouped by season (task keys are ``season/orbit/YYYYMMDD``), in task order."""
+    out: dict[str, list[tuple[str, Path, str]]] = {}
+    for item in shards:
+        out.setdefault(item[0].split("/")[0], []).append(item)
+    return out
+
+
+def _merge_seasonal(study, shards, attrs, p, progress) -> int:
+    """Season stores (rewritten only when their shards changed) + the VDS over them; returns N."""
+    store = study.store_path
+    metas, sources = [], []
+    with progress_bar(enabled=progress) as bar:
+        by_season = shards_by_season(shards)
+        tid = bar.add_task("merge", total=len(by_season))
+        for season, items in by_season.items():
+            path = season_store_path(store, season)
+            sdigest = store_digest("consolidated", items)
+            current = False
+            if path.is_file():
+                try:
+                    current = read_attrs(path).get("digest") == sdigest
+                except OSError:
+                    current = False
+            if current:
+                meta = read_meta(path)
+                log.info("season store %s up to date (%d patches)", path, len(meta))
+            else:
+                parts = [read_meta(sp) for _, sp, _ in items]
+                meta = pd.concat(parts, ignore_index=True)
+                sattrs = {**attrs, "digest": sdigest, "layout": "consolidated", "n_shards": len(items), "season": season}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _merge_consolidated(path, items, [len(m) for m in parts], meta, sattrs, p, False)
+                log.info("season store %s written (%d patches from %d shards)", path, len(meta), len(items))
+            metas.append(meta)
+            sources.append((season, path, len(meta)))
+            bar.advance(tid)
+    meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({c: [] for c in META_COLUMNS})
+    vlayout = h5py.VirtualLayout(shape=(len(meta), len(CHANNELS), p, p), dtype=np.float32)
+    start = 0
+    for _, path, n in sources:
+        if n:
+            rel = os.path.relpath(path, store.parent)
+            vlayout[start:start + n] = h5py.VirtualSource(rel, "patches", shape=(n, len(CHANNELS), p, p))
+        start += n
+    with atomic_path(store) as tmp, open_h5(tmp, "w") as f:
+        f.create_virtual_dataset("patches", vlayout, fillvalue=np.nan)
+        f["patches"].attrs["channels"] = list(CHANNELS)
+        f["patches"].attrs["units"] = "dB"
+        _write_meta(f, meta)
+        _write_attrs(f, {**attrs, "seasons": [s for s, _, _ in sources]})
+    # season stores of seasons the study no longer lists
+    keep = {path.name for _, path, _ in sources}
+    folder = store.parent / "seasons"
+    for old in sorted(folder.glob("*.h5")) if folder.is_dir() else []:
+        if old.name not in keep:
+            old.unlink()
+            log.info("removed %s (season no longer in the study)", old)
+    return len(meta)

@@ -23,7 +23,7 @@ from avalanche_hpc.store.layout import (
     read_attrs,
     read_meta,
 )
-from avalanche_hpc.store.merge import BLOCK, current_shards, store_digest
+from avalanche_hpc.store.merge import BLOCK, current_shards, season_store_path, shards_by_season, store_digest
 from avalanche_hpc.study import LABEL_NAMES, Study, fmt_yyyymmdd
 
 __all__ = ["store_info", "verify_store"]
@@ -98,6 +98,12 @@ def verify_store(root: Path) -> list[Problem]:
         attrs = read_attrs(store)
         if attrs.get("digest") != store_digest(attrs.get("layout"), shards):
             bad("attrs/digest", "the store was merged from other shards than the current ones (out of date)")
+        if attrs.get("layout") == "seasonal":  # each season store against its season's current shards
+            for season, items in shards_by_season(shards).items():
+                path = season_store_path(store, season)
+                got = read_attrs(path).get("digest") if path.is_file() else None
+                if got != store_digest("consolidated", items):
+                    bad(f"season store {path.name}", "missing or merged from other shards than the current ones")
     except StageError as e:
         problems.append(Problem(str(store), "shards", str(e), f"run 'avalanche-hpc preprocess {root}' then {fix_merge}"))
     return problems

@@ -185,6 +185,8 @@ def deposit_footprint(corridor: Corridor, area_m2: float, pixel_m: float, rng: n
     wts = np.clip(rad + 0.5 - dist, 0.0, 1.0)
     # rough texture: blocks and snowballs; static per event
     wts *= np.clip(rng.gamma(4.0, 0.25, size=wts.shape), 0.3, 2.0)
+    # a deposit smaller than one pixel fills only part of it: its contrast is diluted accordingly
+    wts *= min(area_m2 / pixel_m**2, 1.0)
     # clip to the grid
     h, w = shape
     a, b = max(r0, 0), max(c0, 0)

@@ -32,10 +32,10 @@ import pandas as pd
 import rasterio
 
 from avalanche_hpc.atomic import atomic_path, write_json
-from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.errors import AvalancheError, ConfigError
 from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.study import LAYOVER_SHADOW, OrbitConfig, SeasonConfig, Study, StudyConfig
-from avalanche_hpc.synth import debris, radar
+from avalanche_hpc.synth import clutter, debris, radar
 from avalanche_hpc.synth.corridors import Corridor, Footprint, deposit_footprint, make_corridors
 from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.inventory import make_events, make_inventory
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GENERATOR_VERSION", "SynthWorld", "build_world", "generate_study", "generation_is_complete", "winter_dates"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = ".synth.json"
 NODATA = {"linear": 0.0, "dB": -9999.0}
 _OWNED_FILES = ("study.toml", "dem.tif", "corridors.gpkg", "inventory.csv", "truth.csv", "truth_conditions.csv",
@@ -56,12 +56,23 @@ _OWNED_DIRS = ("scenes", "work", "runs", "reports")
 
 
 def winter_dates(preset: Preset, orbit_index: int) -> list[dt.date]:
+    if preset.orbit_dates is not None:  # a season of a multi-season preset: the constellation calendar
+        return list(preset.orbit_dates[orbit_index])
     o = preset.orbits[orbit_index]
     return [o.first_date + dt.timedelta(days=preset.repeat_days * k) for k in range(preset.n_dates)]
 
 
 def summer_dates(preset: Preset, orbit_index: int) -> list[dt.date]:
+    if preset.orbit_summer is not None:
+        return list(preset.orbit_summer[orbit_index])
     return [d + dt.timedelta(days=2 * orbit_index) for d in preset.summer_dates]
+
+
+def _season_seed(seed: int, preset: Preset) -> int:
+    """Seed of a season's weather, events and inventory (the seed itself for single-season presets)."""
+    if not preset.season_key:
+        return seed
+    return int(rng_for(seed, "season", preset.season_key).integers(0, 2**31 - 1))
 
 
 class SynthWorld:
@@ -75,6 +86,20 @@ class SynthWorld:
         self.fresh_gain_db = debris.gain_db(events["deposit_area_m2"].to_numpy(), preset.physics) \
             if len(events) else np.zeros(0)
         self._level = level_field(terrain, seed)
+        self._texture: np.ndarray | None = None
+        phys, h, w = preset.physics, *terrain.shape
+        area_km2 = h * w * (preset.pixel_m / 1000.0) ** 2
+        prng = rng_for(seed, "pistes")
+        self.pistes = clutter.make_linear_features(prng, terrain.shape, int(prng.poisson(phys.pistes_per_km2 * area_km2)),
+                                                   (40.0, 150.0), 2.0)
+        self.area_km2 = area_km2
+
+    def texture_db(self) -> np.ndarray:
+        """Static heavy-tailed (K) texture, dB (ground-fixed: the same for every orbit and date)."""
+        if self._texture is None:
+            self._texture = clutter.k_texture_db(rng_for(self.seed, "ktexture"), self.terrain.shape,
+                                                 self.preset.physics.texture_nu)
+        return self._texture
 
     def orbit_config(self, i: int) -> OrbitConfig:
         o = self.preset.orbits[i]
@@ -86,18 +111,33 @@ class SynthWorld:
         return snow_state(self.terrain, self.weather, d, self.preset.physics, self.seed, self._level, morning)
 
 
-def build_world(preset: Preset, seed: int) -> SynthWorld:
-    """Terrain, corridors, weather, events and inventory (deterministic, small)."""
-    terrain = make_terrain(preset.shape, preset.massifs, preset.pixel_m, preset.origin, preset.epsg, seed)
-    corridors = make_corridors(terrain, preset.n_corridors, preset.monitored_fraction, seed)
+def build_world(preset: Preset, seed: int, terrain: Terrain | None = None,
+                corridors: list[Corridor] | None = None) -> SynthWorld:
+    """Terrain, corridors, weather, events and inventory (deterministic, small).
+
+    ``preset`` is one season (``Preset.season_presets()`` gives them for a multi-season preset);
+    ``terrain``/``corridors``: the static pieces already built for another season of the study.
+    """
+    if preset.seasons:
+        raise ConfigError(f"preset {preset.name!r} spans {len(preset.seasons)} seasons: build one world per "
+                          f"season (Preset.season_presets())")
+    if terrain is None:
+        terrain = make_terrain(preset.shape, preset.massifs, preset.pixel_m, preset.origin, preset.epsg, seed)
+    if corridors is None:
+        corridors = make_corridors(terrain, preset.n_corridors, preset.monitored_fraction, seed)
     if not corridors:
         raise ConfigError(f"preset {preset.name!r}: the terrain of seed {seed} holds no corridor; try another seed")
     top = float(np.percentile(terrain.dem, 99.5))
-    weather = make_weather(preset.season_start, preset.season_end, seed, top)
+    sseed = _season_seed(seed, preset)
+    weather = make_weather(preset.season_start, preset.season_end, sseed, top)
     all_dates = [d for i in range(len(preset.orbits)) for d in winter_dates(preset, i)]
     ends = {c.path_id: float(terrain.dem[c.end]) for c in corridors}
-    events = make_events(corridors, weather, min(all_dates), max(all_dates), preset.events_per_corridor, seed, ends)
-    inv, events = make_inventory(events, corridors, preset.recorded_fraction, seed)
+    events = make_events(corridors, weather, min(all_dates), max(all_dates), preset.events_per_corridor, sseed, ends)
+    inv, events = make_inventory(events, corridors, preset.recorded_fraction, sseed)
+    if preset.season_key:  # event ids unique across the seasons of a study: E2016-00001
+        prefix = f"E{preset.season_start.year}-"
+        events["event_id"] = [prefix + e[1:] for e in events["event_id"]]
+        inv["event_id"] = [prefix + e[1:] for e in inv["event_id"]]
     by_id = {c.path_id: c for c in corridors}
     footprints = []
     for ev in events.itertuples():
@@ -107,19 +147,21 @@ def build_world(preset: Preset, seed: int) -> SynthWorld:
     return SynthWorld(preset, seed, terrain, corridors, weather, events, inv, footprints)
 
 
-def _study_config(world: SynthWorld) -> StudyConfig:
+def _study_config(world: SynthWorld, seasons: list[SynthWorld] | None = None) -> StudyConfig:
+    """study.toml of one world (single season) or of the worlds of every season."""
     p = world.preset
     orbits = [world.orbit_config(i) for i in range(len(p.orbits))]
-    season = SeasonConfig(
-        id=p.season_id, start=p.season_start, end=p.season_end,
-        summer={o.id: summer_dates(p, i) for i, o in enumerate(p.orbits)},
-        dates={o.id: winter_dates(p, i) for i, o in enumerate(p.orbits)},
-    )
+    season_cfgs = [SeasonConfig(
+        id=w.preset.season_id, start=w.preset.season_start, end=w.preset.season_end,
+        summer={o.id: summer_dates(w.preset, i) for i, o in enumerate(p.orbits)},
+        dates={o.id: winter_dates(w.preset, i) for i, o in enumerate(p.orbits)},
+    ) for w in (seasons or [world])]
+    what = "season" if len(season_cfgs) == 1 else f"{len(season_cfgs)} seasons"
     return StudyConfig(
         name=f"synthetic-{p.name}-seed{world.seed}", crs_epsg=p.epsg, pixel_size_m=p.pixel_m, units="linear",
         massifs=list(p.massifs), focus_massif="Haute-Maurienne" if "Haute-Maurienne" in p.massifs else None,
-        orbits=orbits, seasons=[season],
-        description=(f"Synthetic Sentinel-1 season (avalanche-hpc synth, preset {p.name}, seed {world.seed}, "
+        orbits=orbits, seasons=season_cfgs,
+        description=(f"Synthetic Sentinel-1 {what} (avalanche-hpc synth, preset {p.name}, seed {world.seed}, "
                      f"generator v{GENERATOR_VERSION}); truth in truth.csv"),
     )
 
@@ -243,6 +285,20 @@ def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: b
     s = world.snow(d, orbit_index)
     vv += s.vv_db(phys)
     vh += s.vh_db(phys)
+    # clutter of the snow surface on this date: wind patches (more after snowfall), pistes, tracks
+    k = world.weather.day(d)
+    recent_cm = float(world.weather.snowfall_cm[max(k - world.preset.repeat_days + 1, 0):k + 1].sum())
+    wind = clutter.wind_patches_db(rng_for(world.seed, "wind", d.toordinal()), world.terrain.shape,
+                                   phys.wind_patch_px, phys.wind_db, 0.3 + min(recent_cm / 30.0, 1.0))
+    prng = rng_for(world.seed, "piste-change", d.toordinal())
+    lines = world.pistes.render_db(prng.normal(0.0, phys.piste_change_db, len(world.pistes.pixels)))
+    trng = rng_for(world.seed, "tracks", d.toordinal())
+    tracks = clutter.make_linear_features(trng, world.terrain.shape, int(trng.poisson(phys.tracks_per_km2 * world.area_km2)),
+                                          (20.0, 100.0), 1.0)
+    lines += tracks.render_db(np.full(len(tracks.pixels), phys.track_db))
+    vv += wind + lines
+    vh += wind + lines
+    del wind, lines
     for k, (ev, fp) in enumerate(zip(world.events.itertuples(), world.footprints, strict=False)):
         if ev.date > d:
             continue
@@ -252,17 +308,41 @@ def scene_db(world: SynthWorld, geom: radar.OrbitGeometry, d: dt.date, summer: b
     return vv, vh, s
 
 
+def observe_scene(world: SynthWorld, vv_db: np.ndarray, vh_db: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free dB scene -> the product the SNAP graph writes (linear sigma0, float32).
+
+    Static K texture and transient bright scatterers (dB), then per-date misregistration of the
+    whole scene, the noise floor, raw speckle at ``enl_raw`` and the graph's speckle filter.
+    """
+    phys = world.preset.physics
+    tex = world.texture_db()
+    bright = clutter.bright_scatterers_db(rng, world.terrain.shape, phys.bright_per_km2, world.preset.pixel_m,
+                                          phys.bright_db)
+    shift_seed = int(rng.integers(0, 2**31))
+    out = []
+    for db, nesz in ((vv_db, phys.nesz_vv_db), (vh_db, phys.nesz_vh_db)):
+        lin = np.power(np.float32(10.0), (db + tex + bright) / np.float32(10.0))
+        lin = clutter.misregister(lin, np.random.default_rng(shift_seed), phys.misreg_px)  # same shift, VV and VH
+        obs = radar.observe_linear(lin, nesz, rng, phys.enl_raw)
+        if phys.speckle_filter == "refined_lee":
+            obs = clutter.refined_lee(obs)
+        elif phys.speckle_filter != "none":
+            raise ConfigError(f"unknown speckle_filter {phys.speckle_filter!r} -> 'refined_lee' or 'none'")
+        out.append(obs)
+    return out[0], out[1]
+
+
 def _write_scene(study: Study, world: SynthWorld, i: int, geom: radar.OrbitGeometry, d: dt.date,
                  summer: bool) -> dict:
     """Write the three rasters of one orbit and date; returns its ``truth_conditions.csv`` row."""
-    p, phys = world.preset, world.preset.physics
+    p = world.preset
     o = p.orbits[i]
     vv_db, vh_db, snow = scene_db(world, geom, d, summer, i)
     conditions = _conditions_row(world, i, d, snow)
     del snow
     rng = rng_for(world.seed, o.id, d.toordinal())
-    vv = radar.observe(vv_db, phys.nesz_vv_db, rng, phys.enl)
-    vh = radar.observe(vh_db, phys.nesz_vh_db, rng, phys.enl)
+    vv, vh = observe_scene(world, vv_db, vh_db, rng)
     del vv_db, vh_db
     nodata = NODATA[o.units]
     if o.units == "dB":
@@ -301,8 +381,11 @@ def _refuse_links(root: Path) -> None:
 
 def _marker(preset: Preset, seed: int) -> dict:
     """What ``.synth.json`` records: the generation's settings (compared on every re-run)."""
-    return {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed,
-            "physics": dataclasses.asdict(preset.physics)}
+    marker = {"generator": "avalanche-hpc synth", "version": GENERATOR_VERSION, "preset": preset.name, "seed": seed,
+              "physics": dataclasses.asdict(preset.physics)}
+    if preset.seasons:
+        marker["seasons"] = list(preset.seasons)
+    return json.loads(json.dumps(marker))  # tuples -> lists, as read back
 
 
 def generation_is_complete(root: Path, preset: str | Preset, seed: int) -> bool:
@@ -319,13 +402,22 @@ def generation_is_complete(root: Path, preset: str | Preset, seed: int) -> bool:
     return same and (root / "truth.csv").is_file() and (root / "truth_conditions.csv").is_file()
 
 
-def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> None:
+def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> bool:
+    """Check/claim ``root``; True when an existing generation gains seasons (its tables are rewritten)."""
     marker = _marker(preset, seed)
     mpath = root / MARKER
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a directory -> choose another study path")
+    extend = False
     if root.is_dir() and any(root.iterdir()):
-        same = mpath.is_file() and json.loads(mpath.read_text(encoding="utf-8")) == marker
+        old = json.loads(mpath.read_text(encoding="utf-8")) if mpath.is_file() else None
+        same = old == marker
+        # the same generation over more seasons: existing scenes stay, new seasons are added
+        extend = (not same and old is not None and bool(preset.seasons)
+                  and {k: v for k, v in old.items() if k != "seasons"} == {k: v for k, v in marker.items()
+                                                                            if k != "seasons"}
+                  and set(old.get("seasons", [])) < set(preset.seasons))
+        same = same or extend
         if overwrite:
             _refuse_links(root)
             for name in _OWNED_FILES:
@@ -340,6 +432,16 @@ def _prepare_root(root: Path, preset: Preset, seed: int, overwrite: bool) -> Non
                 f"or choose another directory")
     root.mkdir(parents=True, exist_ok=True)
     write_json(mpath, marker)
+    return extend and not overwrite
+
+
+def _lists_seasons(study: Study) -> bool:
+    """Whether the study.toml on disk lists every season of ``study.config`` (False when absent/unreadable)."""
+    try:
+        on_disk = [s.id for s in Study.load(study.root).config.seasons]
+    except AvalancheError:  # absent or half-edited: rewritten
+        return False
+    return on_disk == [s.id for s in study.config.seasons]
 
 
 def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, overwrite: bool = False, *,
@@ -358,10 +460,20 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
     p = preset if isinstance(preset, Preset) else get_preset(preset)
     if not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    _prepare_root(root, p, seed, overwrite)
-    world = build_world(p, seed)
-    study = Study(root, _study_config(world))
+    extend = _prepare_root(root, p, seed, overwrite)
+    season_presets = p.season_presets()
+    world = build_world(season_presets[0], seed)
+    worlds = [world] + [build_world(sp, seed, world.terrain, world.corridors) for sp in season_presets[1:]]
+    multi = bool(p.seasons)
+    study = Study(root, _study_config(world, worlds if multi else None))
     # every file is deterministic and written atomically: one that exists (resuming) is complete
+    # study.toml and inventory.csv list every season: when seasons are added (extend), they are
+    # rewritten, first the inventory, then study.toml; a run killed in between is finished by the
+    # next one, which finds study.toml without the new seasons and writes both again
+    if extend or (multi and not _lists_seasons(study)):
+        with atomic_path(study.inventory_path) as tmp:
+            pd.concat([w.inventory for w in worlds], ignore_index=True).to_csv(tmp, index=False)
+        Study.write_config(root, study.config)
     if not study.study_toml.is_file():
         Study.write_config(root, study.config)
     if not study.dem_path.is_file():
@@ -370,31 +482,37 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
         _write_corridors(study, world)
     if not study.inventory_path.is_file():
         with atomic_path(study.inventory_path) as tmp:
-            world.inventory.to_csv(tmp, index=False)
-    jobs = [(i, d, True) for i in range(len(p.orbits)) for d in summer_dates(p, i)]
-    jobs += [(i, d, False) for i in range(len(p.orbits)) for d in winter_dates(p, i)]
-    jobs.sort(key=lambda j: (j[0], not j[2], j[1]))
+            pd.concat([w.inventory for w in worlds], ignore_index=True).to_csv(tmp, index=False)
+    # (season index, orbit index, date, summer?)
+    jobs = [(s, i, d, True) for s, w in enumerate(worlds) for i in range(len(p.orbits))
+            for d in summer_dates(w.preset, i)]
+    jobs += [(s, i, d, False) for s, w in enumerate(worlds) for i in range(len(p.orbits))
+             for d in winter_dates(w.preset, i)]
+    jobs.sort(key=lambda j: (j[1], j[0], not j[3], j[2]))
     # one orbit's geometry in memory at a time (jobs are grouped by orbit)
     cache: dict[int, radar.OrbitGeometry] = {}
-    orbit_columns: list[dict[str, list[float]] | None] = [None] * len(p.orbits)
+    orbit_columns: list[list[dict[str, list[float]] | None]] = [[None] * len(p.orbits) for _ in worlds]
 
     def geometry(i: int) -> radar.OrbitGeometry:
         if i not in cache:
             cache.clear()
             oc = world.orbit_config(i)
             cache[i] = radar.orbit_geometry(world.terrain, oc.look_azimuth_deg, oc.incidence_deg, p.physics, seed)
-            orbit_columns[i] = _orbit_truth(world, cache[i], oc.id)
+            for s, w in enumerate(worlds):
+                orbit_columns[s][i] = _orbit_truth(w, cache[i], oc.id)
         return cache[i]
 
     conditions: list[dict] = []
 
     def run(advance: Callable[[], None]) -> None:
-        for i, d, summer in jobs:
+        for s, i, d, summer in jobs:
             oid = p.orbits[i].id
+            w = worlds[s]
             if not _scene_complete(study, oid, d):
-                conditions.append(_write_scene(study, world, i, geometry(i), d, summer))
+                row = _write_scene(study, w, i, geometry(i), d, summer)
             else:
-                conditions.append(_conditions_row(world, i, d))
+                row = _conditions_row(w, i, d)
+            conditions.append({"season": w.preset.season_id, **row} if multi else row)
             advance()
             if on_date is not None:
                 on_date(oid, d)
@@ -403,14 +521,21 @@ def generate_study(root: Path, preset: str | Preset = "demo", seed: int = 0, ove
         task = bar.add_task("synth", total=len(jobs), detail=f"{p.name} scenes")
         run(lambda: bar.advance(task))
     for i in range(len(p.orbits)):
-        if orbit_columns[i] is None:  # every date of the orbit was already written (resuming)
+        if orbit_columns[0][i] is None:  # every date of the orbit was already written (resuming)
             geometry(i)
     cache.clear()
-    truth = _truth_table(world, [c or {} for c in orbit_columns])  # every entry is set by now
+    tables = []
+    for w, cols in zip(worlds, orbit_columns, strict=True):
+        t = _truth_table(w, [c or {} for c in cols])  # every entry is set by now
+        if multi:
+            t.insert(0, "season", w.preset.season_id)
+        tables.append(t)
+    truth = pd.concat(tables, ignore_index=True) if multi else tables[0]
     with atomic_path(root / "truth_conditions.csv") as tmp:
         pd.DataFrame(conditions).to_csv(tmp, index=False)
     with atomic_path(study.truth_path) as tmp:
         truth.to_csv(tmp, index=False)
-    log.info("synthetic study %s: %d corridors, %d events (%d in the inventory), %d scene dates",
-             root, len(world.corridors), len(world.events), len(world.inventory), len(jobs))
+    log.info("synthetic study %s: %d season(s), %d corridors, %d events (%d in the inventory), %d scene dates",
+             root, len(worlds), len(world.corridors), sum(len(w.events) for w in worlds),
+             sum(len(w.inventory) for w in worlds), len(jobs))
     return root

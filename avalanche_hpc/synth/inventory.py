@@ -9,7 +9,10 @@ The inventory (as the EPA's) is incomplete and imprecise:
 - only monitored corridors are recorded, and only ``recorded_fraction`` of their events;
 - the date is a window ``[date_min, date_max]`` containing the true date, of width 0-1 day for
   most events, 2-5 days for some and 7-20 days (wider than one revisit) for about 15 %;
-- the recorded area carries a ~30 % error.
+- the recorded area carries a ~30 % error (rounded to 10 m2, at least 10 m2).
+
+Deposit areas: lognormal (median ``AREA_MEDIAN_M2``) for most events, and a share
+``SMALL_FRACTION`` of small events (log-uniform over ``SMALL_RANGE_M2``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from avalanche_hpc.synth.corridors import Corridor
 from avalanche_hpc.synth.fields import rng_for
 from avalanche_hpc.synth.snowpack import Weather
 
-__all__ = ["AREA_MEDIAN_M2", "make_events", "make_inventory"]
+__all__ = ["AREA_MEDIAN_M2", "SMALL_FRACTION", "SMALL_RANGE_M2", "make_events", "make_inventory"]
 
 AREA_MEDIAN_M2 = 14000.0
 AREA_SIGMA = 0.9
 AREA_RANGE_M2 = (600.0, 150000.0)
+# small events (sluffs, size 1): a share of events with deposits log-uniform in SMALL_RANGE_M2, so the
+# paper's "small avalanche (< 70 m2 in the EPA)" class exists; see docs/simulator.md
+SMALL_FRACTION = 0.2
+SMALL_RANGE_M2 = (20.0, 2000.0)
 
 
 def make_events(corridors: list[Corridor], weather: Weather, first: dt.date, last: dt.date,
@@ -56,6 +63,8 @@ def make_events(corridors: list[Corridor], weather: Weather, first: dt.date, las
         for _ in range(k):
             day = int(rng.choice(span, p=p_day))
             area = float(np.clip(rng.lognormal(np.log(AREA_MEDIAN_M2), AREA_SIGMA), *AREA_RANGE_M2))
+            if rng.random() < SMALL_FRACTION:
+                area = float(np.exp(rng.uniform(*np.log(SMALL_RANGE_M2))))
             rows.append({"path_id": c.path_id, "date": weather.start + dt.timedelta(days=day),
                          "deposit_area_m2": round(area, 1),
                          "cause": "wet" if weather.freezing_m[day] > runout_m[c.path_id] else "dry"})
@@ -89,7 +98,7 @@ def make_inventory(events: pd.DataFrame, corridors: list[Corridor], recorded_fra
         "path_id": rec["path_id"].to_numpy(),
         "date_min": [d.isoformat() for d in rec["date_min"]],
         "date_max": [d.isoformat() for d in rec["date_max"]],
-        "deposit_area_m2": np.round(rec["deposit_area_m2"].to_numpy() * err, -1),
+        "deposit_area_m2": np.maximum(np.round(rec["deposit_area_m2"].to_numpy() * err, -1), 10.0),
         "cause": rec["cause"].to_numpy(),
     })
     return inv, out

@@ -10,8 +10,9 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 
 from avalanche_hpc.errors import ConfigError
+from avalanche_hpc.synth.calendar import acquisition_dates
 
-__all__ = ["PRESETS", "OrbitSpec", "Physics", "Preset", "get_preset"]
+__all__ = ["PRESETS", "OrbitSpec", "Physics", "Preset", "get_preset", "parse_season_range"]
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,21 @@ class Physics:
     layover_gain_db: float = 6.0         # dB, brightness added in layover
     nesz_vv_db: float = -24.0            # dB, noise-equivalent sigma0 (additive noise floor), VV
     nesz_vh_db: float = -28.0            # dB, noise floor, VH
-    # Equivalent number of looks of the gamma speckle AFTER the speckle filter the SNAP graph applies:
-    # raw IW GRDH has ENL ~4.4; a 5x5 Lee/Refined-Lee filter brings it to ~15-25. (5 was the raw value:
-    # with it the deposits drowned in speckle, see docs/architecture.md "Learning".)
-    enl: float = 16.0
+    # -- speckle and clutter (sources and reasoning: docs/simulator.md) --
+    enl_raw: float = 4.4                 # looks of the raw IW GRDH speckle (S1 product specification)
+    speckle_filter: str = "refined_lee"  # the SNAP graph's filter (7x7 Refined Lee); "none" to skip it
+    texture_nu: float = 3.0              # shape of the static gamma (K-distribution) texture; smaller = heavier tails
+    bright_per_km2: float = 1.0          # transient bright scatterers per km2 and date
+    bright_db: tuple[float, float] = (5.0, 15.0)   # dB, their rise over the background
+    misreg_px: tuple[float, float] = (0.1, 1.0)    # pixels, per-date shift of the whole scene
+    wet_patch_m: float = 150.0           # m, amplitude of the patchy wet-snow line (5-20 px scales)
+    wet_patch_px: tuple[float, float] = (5.0, 20.0)
+    wind_db: float = 2.5                 # dB per unit of field excess of wind-scoured/drifted patches
+    wind_patch_px: tuple[float, float] = (5.0, 20.0)
+    pistes_per_km2: float = 0.15         # static ski pistes / roads whose brightness changes every date
+    piste_change_db: float = 1.5         # dB, std of a piste's per-date change
+    tracks_per_km2: float = 0.3          # new tracks (skin, snowmobile) per km2 and date
+    track_db: float = 1.5                # dB, rise along a fresh track
     # -- snowpack --
     dry_snow_db: float = 0.6             # dB, std of broad date-to-date dry-snow variability
     wet_drop_db: float = 5.0             # dB, VV drop of fully wet snow (VH drops wet_drop_db * wet_vh_ratio)
@@ -41,7 +53,7 @@ class Physics:
     # -- debris --
     debris_db: float = 5.0               # dB, VV rise over a large deposit on the first date after the event
     debris_vh_ratio: float = 1.25        # VH rise = debris_db * this (rough surfaces raise cross-pol more)
-    debris_small_m2: float = 1000.0      # m2, deposits this small rise by small_fraction * debris_db
+    debris_small_m2: float = 2000.0      # m2, deposits this small rise by small_fraction * debris_db (Leinss 2020 S1 cut-off)
     debris_full_m2: float = 25000.0      # m2, deposits at least this large rise by the full debris_db
     small_fraction: float = 0.3
     fade_days: float = 25.0              # days, e-folding time of the debris signal
@@ -91,9 +103,72 @@ class Preset:
     epsg: int = 32632
     origin: tuple[float, float] = (300000.0, 5030000.0)   # upper-left corner (x, y), metres, EPSG:32632
     physics: Physics = field(default_factory=Physics)
+    # -- several seasons (empty: the single season above, with n_dates every repeat_days) --
+    # Season ids "YYYY-YYYY"; each season's winter dates follow the constellation calendar
+    # (synth/calendar.py, anchored at each orbit's first_date) inside ``window``, its summer
+    # references are the first ``n_summer`` passes from 1 August of its first year.
+    seasons: tuple[str, ...] = ()
+    window: tuple[tuple[int, int], tuple[int, int]] = ((12, 1), (4, 30))  # (month, day) in year 1, in year 2
+    n_summer: int = 2
+    # set by season_presets() on the single-season presets it derives (None/"": use the fields above)
+    orbit_dates: tuple[tuple[dt.date, ...], ...] | None = None   # winter dates per orbit
+    orbit_summer: tuple[tuple[dt.date, ...], ...] | None = None  # summer references per orbit
+    season_key: str = ""  # extra key of the season's random streams (weather, events, inventory)
 
     def with_physics(self, **changes) -> Preset:
         return replace(self, physics=replace(self.physics, **changes))
+
+    def with_seasons(self, seasons: str | tuple[str, ...]) -> Preset:
+        """This preset over other seasons: ``"2015-2016:2024-2025"`` (a range) or a tuple of ids."""
+        ids = parse_season_range(seasons) if isinstance(seasons, str) else tuple(seasons)
+        for sid in ids:
+            _season_years(sid)
+        return replace(self, seasons=ids)
+
+    def season_presets(self) -> list[Preset]:
+        """One single-season preset per season (``[self]`` for a single-season preset)."""
+        if not self.seasons:
+            return [self]
+        out = []
+        for sid in self.seasons:
+            y0, y1 = _season_years(sid)
+            (m0, d0), (m1, d1) = self.window
+            start, end = dt.date(y0, m0, d0), dt.date(y1, m1, d1)
+            winter = tuple(tuple(acquisition_dates(o.first_date, start, end)) for o in self.orbits)
+            summer = tuple(tuple(acquisition_dates(o.first_date, dt.date(y0, 8, 1), dt.date(y0, 9, 30))[:self.n_summer])
+                           for o in self.orbits)
+            out.append(replace(self, seasons=(), season_id=sid, season_start=start, season_end=end,
+                               orbit_dates=winter, orbit_summer=summer, n_dates=max(len(w) for w in winter),
+                               season_key=sid))
+        return out
+
+
+def _season_years(sid: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in sid.split("-"))
+        ok = len(sid) == 9 and b == a + 1 and 2014 <= a <= 2100
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"season {sid!r}: write a winter as 'YYYY-YYYY' with consecutive years, "
+                          f"e.g. '2017-2018' (Sentinel-1 data start in October 2014)")
+    return a, b
+
+
+def parse_season_range(text: str) -> tuple[str, ...]:
+    """``"2015-2016:2017-2018"`` -> the three seasons; ``"2017-2018"`` -> one; ``"a,b"`` -> a list."""
+    text = text.strip()
+    if "," in text:
+        ids = tuple(t.strip() for t in text.split(",") if t.strip())
+        for sid in ids:
+            _season_years(sid)
+        return ids
+    first, _, last = text.partition(":")
+    a = _season_years(first.strip())[0]
+    b = _season_years((last or first).strip())[0]
+    if b < a:
+        raise ConfigError(f"season range {text!r}: the last season is before the first -> write FIRST:LAST")
+    return tuple(f"{y}-{y + 1}" for y in range(a, b + 1))
 
 
 _D = OrbitSpec("D139", "descending", 139, dt.date(2017, 12, 3))
@@ -146,6 +221,20 @@ PRESETS: dict[str, Preset] = {
                  "Aravis", "Chablais", "Bauges", "Chartreuse", "Belledonne", "Grandes-Rousses", "Vercors",
                  "Oisans", "Thabor", "Pelvoux", "Queyras", "Devoluy"),
         n_corridors=3000, orbits=(_D, _A), n_dates=32, repeat_days=6, events_per_corridor=1.0,
+    ),
+    # several seasons (the constellation calendar decides the dates): tests and the campaign demo.
+    # 2015-2016 has one satellite (12-day repeat), the next two have two (6 days); a short window
+    # (10 Dec - 20 Jan) keeps it to 28 preprocess tasks.
+    "tiny3": Preset(
+        name="tiny3", shape=(192, 192), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=20, orbits=(_D, _A), n_dates=0, repeat_days=6, events_per_corridor=1.2,
+        seasons=("2015-2016", "2016-2017", "2017-2018"), window=((12, 10), (1, 20)), n_summer=1,
+    ),
+    # ten winters since 2015 over the whole snow season (1 Dec - 30 Apr) on a small grid (benchmarks)
+    "campaign10": Preset(
+        name="campaign10", shape=(160, 160), pixel_m=20.0, massifs=("Haute-Maurienne", "Vanoise"),
+        n_corridors=16, orbits=(_D, _A), n_dates=0, repeat_days=6, events_per_corridor=2.0,
+        seasons=tuple(f"{y}-{y + 1}" for y in range(2015, 2025)), n_summer=1,
     ),
 }
 

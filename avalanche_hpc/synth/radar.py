@@ -34,7 +34,7 @@ from avalanche_hpc.synth.fields import rng_for, smooth_field
 from avalanche_hpc.synth.presets import Physics
 from avalanche_hpc.synth.terrain import Terrain
 
-__all__ = ["MASK_LAYOVER", "MASK_SHADOW", "MASK_VALID", "OrbitGeometry", "observe", "orbit_geometry", "speckle"]
+__all__ = ["MASK_LAYOVER", "MASK_SHADOW", "MASK_VALID", "OrbitGeometry", "observe", "observe_linear", "orbit_geometry", "speckle"]
 
 MASK_VALID, MASK_LAYOVER, MASK_SHADOW = 0, 1, 2
 
@@ -127,3 +127,9 @@ def observe(db: np.ndarray, nesz_db: float, rng: np.random.Generator, enl: float
     """Linear sigma0 (float32): signal plus noise floor, times speckle."""
     lin = np.power(np.float32(10.0), db / np.float32(10.0)) + np.float32(10.0 ** (nesz_db / 10.0))
     return (lin * speckle(rng, db.shape, enl)).astype(np.float32)
+
+
+def observe_linear(lin: np.ndarray, nesz_db: float, rng: np.random.Generator, enl: float) -> np.ndarray:
+    """Linear sigma0 (float32): linear signal plus noise floor, times speckle."""
+    noisy = lin + np.float32(10.0 ** (nesz_db / 10.0))
+    return (noisy * speckle(rng, lin.shape, enl)).astype(np.float32)

@@ -7,7 +7,9 @@ bury debris and reset the crust. Per date, the spatial state follows from the te
 - wetness (0..1) = logistic((freezing level + aspect bonus + broad noise - elevation) / 100 m):
   whole slopes turn wet together, south faces and low slopes first;
 - crust (0..1): snow that was wet since the last snowfall and has refrozen (raises backscatter);
-- dry-snow variability: a broad field of ``Physics.dry_snow_db`` std.
+- dry-snow variability: a broad field of ``Physics.dry_snow_db`` std;
+- patchiness: per date, the wet-snow line wanders by ``Physics.wet_patch_m`` metres at a random
+  5-20 px scale, so wetting and refreezing come in patches near the line.
 
 The descending pass is at dawn (~05:30 UTC): the surface has refrozen overnight, so it sees less
 wet snow and more crust than the ascending pass at dusk (~17:30 UTC).
@@ -126,8 +128,11 @@ def snow_state(terrain: Terrain, weather: Weather, d: dt.date, phys: Physics, se
     rng = rng_for(seed, "drysnow", d.toordinal())
     z = terrain.dem
     fl = weather.freezing_m[i] - (phys.morning_refreeze_m if morning else 0.0)
-    wet = 1.0 / (1.0 + np.exp(-(fl + level - z) / WET_TRANSITION_M))
-    was = 1.0 / (1.0 + np.exp(-(weather.crust_level_m[i] + level - z) / WET_TRANSITION_M))
+    # patchy wetting and refreezing (5-20 px): the wet-snow line of this date wanders by wet_patch_m
+    prng = rng_for(seed, "wetpatch", d.toordinal())
+    patch = phys.wet_patch_m * smooth_field(prng, terrain.shape, float(prng.uniform(*phys.wet_patch_px)))
+    wet = 1.0 / (1.0 + np.exp(-(fl + level + patch - z) / WET_TRANSITION_M))
+    was = 1.0 / (1.0 + np.exp(-(weather.crust_level_m[i] + level + patch - z) / WET_TRANSITION_M))
     crust = np.clip(was - wet, 0.0, 1.0)
     dry = phys.dry_snow_db * smooth_field(rng, terrain.shape, 60.0)
     return SnowState(wet.astype(np.float32), crust.astype(np.float32), dry.astype(np.float32))
