@@ -14,7 +14,7 @@ import pytest
 from avalanche_hpc.fuse import fuse_parts
 from avalanche_hpc.fuse.evaluation import event_scores, unit_scores
 from avalanche_hpc.fuse.geometry import cos_local_incidence, faces_sensor
-from avalanche_hpc.fuse.methods import detections, orbit_detections, rule_scores, unit_decisions
+from avalanche_hpc.fuse.methods import OR_THRESHOLD, detections, orbit_detections, rule_scores, unit_decisions
 from avalanche_hpc.fuse.units import PART_USE, build_units
 from avalanche_hpc.fuse.windows import covering_window, elementary_intervals, intersect
 from avalanche_hpc.study import OrbitConfig, SeasonConfig, StudyConfig
@@ -161,6 +161,49 @@ def test_evaluation_counts_on_a_hand_made_case():
     # fused: (3, 7] + P2s (7, 9], (9, 13]; D alone: (1, 3] (label 0), (3, 7] + the same two of P2
 
 
+def test_or_rule_keeps_every_orbit_decision_and_intersects_the_positive_windows():
+    dates = {"D": [D(2018, 1, 1), D(2018, 1, 7), D(2018, 1, 13)], "A": [D(2018, 1, 3), D(2018, 1, 9), D(2018, 1, 15)]}
+    # P1: only D sees E1 (day 5; A's (3, 9] scores below A's threshold); P2: only A sees E2 (day 8);
+    # P3: both see E3 (day 6); P4: a false alarm of D. Orbit thresholds 0.5 (the detector's, from validation)
+    scores = {("D", "P1", D(2018, 1, 7)): 0.6, ("A", "P1", D(2018, 1, 9)): 0.45,
+              ("A", "P2", D(2018, 1, 9)): 0.55,
+              ("D", "P3", D(2018, 1, 7)): 0.7, ("A", "P3", D(2018, 1, 9)): 0.52,
+              ("D", "P4", D(2018, 1, 13)): 0.8}
+    paths = ("P1", "P2", "P3", "P4")
+    parts = _parts(dates, scores, paths=paths)
+    units = build_units(parts, _config(), {(S, o): d for o, d in dates.items()}, ["D", "A"], {"D": 0.5, "A": 0.5},
+                        None, None)
+    score = rule_scores(units, "or")
+    assert set(np.unique(score[np.isfinite(score)])) == {0.0, 1.0}  # a decision, no score to threshold
+    # a unit is positive exactly where some orbit's window reaches that orbit's own threshold
+    assert (score == 1.0).tolist() == units.detected().any(axis=1).tolist()
+    dets = detections(units, score, OR_THRESHOLD)
+    got = dets.set_index("path_id")[["start", "end", "orbits"]].apply(tuple, axis=1).to_dict()
+    assert got == {"P1": ("2018-01-01", "2018-01-07", "D"), "P2": ("2018-01-03", "2018-01-09", "A"),
+                   "P3": ("2018-01-03", "2018-01-07", "D;A"), "P4": ("2018-01-07", "2018-01-13", "D")}
+    truth = pd.DataFrame({"event_id": ["E1", "E2", "E3"], "path_id": ["P1", "P2", "P3"],
+                          "date": ["2018-01-05", "2018-01-08", "2018-01-06"], "aspect": [90.0, 270.0, 90.0],
+                          "deposit_area_m2": [1000.0] * 3})
+    pod = {o: event_scores(truth, truth, orbit_detections(parts, o, 0.5))["pod"] for o in ("D", "A")}
+    fused = event_scores(truth, truth, dets)
+    assert fused["pod"] == 1.0 and pod == {"D": pytest.approx(2 / 3), "A": pytest.approx(2 / 3)}
+    assert all(fused["pod"] >= v for v in pod.values())
+    # the max rule at a threshold fitted high (as on few validation positives) loses the weak orbits' events
+    assert event_scores(truth, truth, detections(units, rule_scores(units, "max"), 0.65))["pod"] < fused["pod"]
+    # local: another corridor's rows (e.g. test rows) do not move a corridor's decision
+    other = _parts(dates, {**scores, ("A", "P4", D(2018, 1, 9)): 0.99}, paths=paths)
+    units2 = build_units(other, _config(), {(S, o): d for o, d in dates.items()}, ["D", "A"], {"D": 0.5, "A": 0.5},
+                         None, None)
+    keep = units.frame["path_id"].isin(["P1", "P2", "P3"]).to_numpy()
+    assert rule_scores(units2, "or")[keep].tolist() == score[keep].tolist()
+    # the limit of the guarantee: a run's window is that of its best unit, so another orbit's positive window
+    # narrows it; an event on day 2 seen by D's (1, 7] alone is then missed when A's (3, 9] is (falsely) positive
+    day2 = pd.DataFrame({"event_id": ["E"], "path_id": ["P3"], "date": ["2018-01-02"], "aspect": [90.0],
+                         "deposit_area_m2": [1000.0]})
+    assert event_scores(day2, day2, orbit_detections(parts, "D", 0.5))["pod"] == 1.0
+    assert event_scores(day2, day2, dets)["pod"] == 0.0
+
+
 def test_geometry_faces_and_local_incidence():
     # descending orbit looking west (280 deg): an east-facing slope faces the sensor, a west-facing one does not
     assert faces_sensor(90.0, 280.0) and not faces_sensor(270.0, 280.0)
@@ -199,7 +242,7 @@ def test_fused_layer_in_the_geopackage(fused_study):
     layer = gpd.read_file(paths.geopackage, layer=FUSED_LAYER)
     assert list(layer.columns) == [*FUSED_COLUMNS, "geometry"] and layer.crs.to_epsg() == study.config.crs_epsg
     model = json.loads(paths.fusion_model.read_text())
-    assert set(layer["method"]) <= {"max", "noisy_or", "stacker"} and len(layer) > 0
+    assert set(layer["method"]) <= {"max", "noisy_or", "stacker", "or"} and len(layer) > 0
     assert (layer["product"] == (layer["method"] == model["product_method"])).all()
     corridors = study.read_corridors().set_index("path_id")
     assert all(g.equals(corridors.geometry[p]) for g, p in zip(layer.geometry[:20], layer["path_id"][:20], strict=True))
@@ -218,7 +261,7 @@ def test_fused_layer_in_the_geopackage(fused_study):
     # the evaluation: every orbit alone and the fused methods, numbers in range
     ev = pd.read_csv(paths.fusion_evaluation)
     assert set(ev.loc[ev["kind"] == "orbit", "orbits"]) == {o.id for o in study.config.orbits}
-    assert {"max", "noisy_or"} <= set(ev.loc[ev["kind"] == "fused", "method"])
+    assert {"max", "noisy_or", "or"} <= set(ev.loc[ev["kind"] == "fused", "method"])
     for c in ("accuracy", "recall", "pod", "far"):
         v = ev[c].dropna()
         assert ((v >= 0) & (v <= 1)).all(), c
@@ -246,7 +289,9 @@ def test_stacker_and_thresholds_never_see_test_rows(fused_study):
     again = fuse_parts(study, perturbed, record, split_csv)
     cfg, cfg2 = base.model["configurations"], again.model["configurations"]
     assert cfg == cfg2  # thresholds, stacker coefficients (when fitted) and validation F1: unchanged
-    assert base.model["product_method"] == again.model["product_method"]
+    assert base.model["product_method"] == again.model["product_method"] == "or"  # fixed a priori
+    for name, c in cfg.items():  # the or rule fits no threshold: the orbits' own (validation) thresholds
+        assert c["methods"]["or"]["threshold"]["threshold"] == 0.5, name
     # ... while what is evaluated on those corridors did change
     assert not base.evaluation[["pod", "far", "f1"]].equals(again.evaluation[["pod", "far", "f1"]])
     # perturbing validation rows does change the fit
@@ -270,4 +315,4 @@ def test_report_section_orbit_fusion(fused_study):
     assert "POD east-facing" in methods.columns and "Window median (days)" in methods.columns
     assert len(methods.rows) == len(pd.read_csv(study.detection_paths(EXPERIMENT).fusion_evaluation))
     assert tables["fusion_octants"].columns[1:] == ["N", "NE", "E", "SE", "S", "SW", "W", "NW"]
-    assert data["product_method"] in ("max", "noisy_or", "stacker") and data["evaluation"]
+    assert data["product_method"] == "or" and data["evaluation"]

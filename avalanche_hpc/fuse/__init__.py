@@ -5,7 +5,7 @@ Modules (plain functions; run by ``detect.publish`` when the study has more than
 - ``windows``: ``(start, end]`` release windows, their intersection, the units of several orbits;
 - ``geometry``: an orbit's local incidence over a slope, whether the slope faces the sensor;
 - ``units``: the fusion table, one row per (season, corridor, unit) with every orbit's evidence;
-- ``methods``: rules (``max``, ``noisy_or``), fused detections and their windows, the threshold rule;
+- ``methods``: rules (``max``, ``noisy_or``, ``or``), fused detections and their windows, the threshold rule;
 - ``stacker``: the logistic-regression stacker trained on the validation corridors;
 - ``evaluation``: single orbits, directions and fused methods on the evaluation corridors;
 - ``fusion``: ``fuse_parts`` (all of the above) -> ``FusionResult``;

@@ -5,12 +5,12 @@ more than one orbit) runs, on the detection rows of every orbit:
 
 - configurations: all orbits, and each direction alone when it has two or more orbits;
 - per configuration, the unit table (``units``), the methods (``methods``: ``max``,
-  ``noisy_or``, ``stacker``), each with its threshold chosen on the validation corridors, and
-  their fused detections over every corridor;
+  ``noisy_or``, ``stacker``, each with its threshold chosen on the validation corridors, and
+  ``or``, the union of the orbits' own decisions, with none), and their fused detections over
+  every corridor;
 - the single orbits as they are (their positive windows, the detector's threshold);
 - the evaluation of all of them on the evaluation corridors (``evaluation``);
-- the *product* method: the all-orbit method with the best validation F1 (chosen before any
-  evaluation figure is computed); its detections, and the other methods', form the GeoPackage's
+- the *product* method: the all-orbit ``or`` rule (fixed a priori, docs/fusion.md); its detections, and the other methods', form the GeoPackage's
   ``fused`` layer, each labelled from the inventory with the per-orbit rule over its window.
 """
 
@@ -27,6 +27,7 @@ import pandas as pd
 from avalanche_hpc.fuse import evaluation as ev
 from avalanche_hpc.fuse.methods import (
     METHODS,
+    OR_THRESHOLD,
     choose_fused_threshold,
     detections,
     orbit_detections,
@@ -40,7 +41,10 @@ from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
 
-FUSION_VERSION = 1
+FUSION_VERSION = 2
+PRODUCT_METHOD = "or"
+PRODUCT_RULE = ("fixed a priori: the all-orbit 'or' rule (any orbit positive at its own validation threshold); "
+                "no fused threshold or method is chosen on the few positive validation units")
 ALL = "all orbits"
 FUSED_COLUMNS = ["method", "product", "season", "path_id", "massif", "start", "end", "width_days", "score", "orbits",
                  "n_orbits", "label", "event_id"]
@@ -124,7 +128,10 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
             else:
                 score = rule_scores(units, method)
                 info = {}
-            info["threshold"] = choose_fused_threshold(units, score, val_mask)
+            if method == "or":  # the orbits' own thresholds: none is fitted here (validation F1 for information)
+                info["threshold"] = choose_fused_threshold(units, score, val_mask, candidates=np.array([OR_THRESHOLD]))
+            else:
+                info["threshold"] = choose_fused_threshold(units, score, val_mask)
             cfg["methods"][method] = info
             dets = detections(units, score, info["threshold"]["threshold"])
             if name == ALL:
@@ -135,11 +142,13 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
     for o in orbits:
         rows.append({"method": "single orbit", "orbits": o, "kind": "orbit", "threshold": threshold,
                      "_dets": orbit_detections(parts, o, threshold)})
-    # the product: the all-orbit method with the best validation F1 (ties: the order of METHODS)
-    val_f1 = {m: i["threshold"]["val_f1"] for m, i in model["configurations"][ALL]["methods"].items() if "threshold" in i}
-    product = max(val_f1, key=lambda m: (val_f1[m], -METHODS.index(m)))
+    # the product: the all-orbit ``or`` rule, fixed before any evaluation (docs/fusion.md: the validation
+    # corridors hold too few positive units, 10-13 on demo4, to choose a method or a threshold by F1)
+    product = PRODUCT_METHOD
+    model["validation_f1"] = {m: i["threshold"]["val_f1"] for m, i in model["configurations"][ALL]["methods"].items()
+                              if "threshold" in i}
     model["product_method"] = product
-    model["product_rule"] = "the all-orbit method with the highest F1 on the validation corridors' units"
+    model["product_rule"] = PRODUCT_RULE
 
     # evaluation, on the evaluation corridors only
     all_units = tables[ALL]

@@ -3,6 +3,13 @@
 **Unit scores** (``UnitTable`` rows, orbits without an observed window ignored):
 
 - ``max``: the largest orbit probability; ``noisy_or``: ``1 - prod(1 - p_o)``;
+- ``or``: 1 when some orbit's window reaches that orbit's own threshold (the detector's, chosen on
+  validation: ``det_o`` of the unit table), else 0: the union of the orbits' own decisions. It
+  fits no threshold of its own (``OR_THRESHOLD`` only separates 1 from 0), so it keeps every
+  orbit's validated operating point: every unit inside a single orbit's positive window is
+  positive for ``or``. (At event level a fused window can still be narrowed past an event that
+  only one orbit saw, when another orbit's positive window in the same run is the reference:
+  ``detections`` below.)
 - ``stacker``: a logistic regression (``stacker.Stacker``) trained on the validation corridors'
   labelled units, which also sees each orbit's viewing geometry and the age of its window.
 
@@ -31,8 +38,9 @@ import pandas as pd
 
 from avalanche_hpc.fuse.units import EPOCH, NO_DAY, UnitTable, days
 
-RULES = ("max", "noisy_or")
-METHODS = (*RULES, "stacker")
+RULES = ("max", "noisy_or", "or")
+METHODS = ("max", "noisy_or", "stacker", "or")
+OR_THRESHOLD = 0.5  # the ``or`` score is 0 or 1: no threshold is chosen for it
 DETECTION_COLUMNS = ["season", "path_id", "massif", "start", "end", "width_days", "score", "orbits", "n_orbits"]
 
 
@@ -46,6 +54,8 @@ def rule_scores(units: UnitTable, rule: str) -> np.ndarray:
         q = np.where(np.isfinite(s), 1.0 - np.clip(s, 0.0, 1.0), 1.0)
         out = 1.0 - q.prod(axis=1)
         return np.where(np.isfinite(s).any(axis=1), out, np.nan)
+    if rule == "or":
+        return np.where(np.isfinite(s).any(axis=1), units.detected().any(axis=1).astype(float), np.nan)
     raise ValueError(f"unknown fusion rule {rule!r}: one of {RULES}")
 
 
@@ -150,11 +160,19 @@ def f1_of(decision: np.ndarray, label: np.ndarray) -> float:
     return 2 * tp / denom if denom else 0.0
 
 
-def choose_fused_threshold(units: UnitTable, score: np.ndarray, mask: np.ndarray, n_candidates: int = 60) -> dict:
-    """The threshold by the module's rule, on the units selected by ``mask`` (the validation corridors)."""
+def choose_fused_threshold(units: UnitTable, score: np.ndarray, mask: np.ndarray, n_candidates: int = 60,
+                           candidates: np.ndarray | None = None) -> dict:
+    """The threshold by the module's rule, on the units selected by ``mask`` (the validation corridors).
+
+    ``candidates``: the thresholds to try (default: quantiles of the validation scores); a single
+    one (the ``or`` rule's ``OR_THRESHOLD``) only reports its validation F1.
+    """
     val = mask & np.isfinite(score)
     label = units.frame["unit_label"].to_numpy()
-    cands = np.unique(np.quantile(score[val], np.linspace(0.5, 1.0, n_candidates))) if val.any() else np.array([0.5])
+    if candidates is not None:
+        cands = np.asarray(candidates, dtype=float)
+    else:
+        cands = np.unique(np.quantile(score[val], np.linspace(0.5, 1.0, n_candidates))) if val.any() else np.array([0.5])
     sub = units.subset(mask)
     sub_score = score[mask]
     start, end, _ = _reference(sub)

@@ -19,7 +19,8 @@ from avalanche_hpc.report.render import Section
 from avalanche_hpc.study import Study
 
 OCTANTS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
-METHOD_NAMES = {"single orbit": "single orbit", "max": "max rule", "noisy_or": "noisy-OR rule", "stacker": "stacker"}
+METHOD_NAMES = {"single orbit": "single orbit", "max": "max rule", "noisy_or": "noisy-OR rule", "stacker": "stacker",
+                "or": "OR of the orbits' own decisions"}
 
 
 def _pct(x) -> str:
