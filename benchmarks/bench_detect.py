@@ -116,15 +116,15 @@ def precision(root: Path, experiment: str, acq, n_rows: int = 0, repeat: int = 2
         patches = f["patches"][src.start:src.stop][rows]
     out: dict = {"n": len(rows), "threshold": record["cnn"]["threshold"]["threshold"]}
     probs = {}
-    for mode, cl in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)):
-        det = Detector(record, root, mode=mode, channels_last=cl)
+    for mode in ("fp32", "fp32-cl", "bf16"):
+        det = Detector(record, root, mode=mode)
         det.cnn_prob(patches[:16])
         best = best_cpu = float("inf")
         for _ in range(repeat):
             t, c = time.perf_counter(), time.process_time()
             p = np.concatenate([det.cnn_prob(patches[a:a + 128]) for a in range(0, len(patches), 128)])
             best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
-        key = mode + ("_cl" if cl else "")
+        key = {"fp32": "fp32", "fp32-cl": "fp32_cl", "bf16": "bf16_cl"}[mode]
         probs[key] = p
         out[f"{key}_patches_per_s"] = len(patches) / best
         out[f"{key}_patches_per_cpu_s"] = len(patches) / best_cpu

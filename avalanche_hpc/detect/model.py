@@ -12,11 +12,11 @@ and records the result in ``STUDY/detections/{experiment}/model.json``:
 - decision thresholds of the CNN (mean probability over the seeds) and of the baseline (share of
   above-threshold pixels), by ``threshold.RULE``, from the validation rows of the runs'
   ``predictions.csv``;
-- the precision of the backbone (``precision="auto"``: bfloat16 autocast + channels-last where
-  the machine has native bfloat16 - AMX/AVX512-BF16 or a CUDA GPU - *and* it agrees with float32
-  on the validation rows: max |dp| <= ``BF16_MAX_DPROB`` and decisions agreeing on >= 99 %;
-  else float32), with the measured agreement and timings of both modes;
-- a check that float32 inference here reproduces the training's validation predictions.
+- the precision of the backbone: ``precision="auto"`` scores in the mode the runs were trained
+  in (their ``config.json``; training's "auto" measured it on the machine, ``learn/precision.py``:
+  bfloat16 where faster and accurate, else float32), after checking that this mode reproduces the
+  training's validation predictions here; ``fp32``/``bf16`` force a mode, and its agreement with
+  the training's decisions is recorded.
 
 ``model_digest`` hashes what a score depends on (checkpoints, baseline parameters, thresholds,
 precision, crop); every part records it, so a changed model re-scores every date and an
@@ -192,18 +192,14 @@ def bf16_supported(device: torch.device) -> bool:
 class Detector:
     """The CNN (frozen backbone, one head per seed) and the baseline of a model record, ready to score."""
 
-    def __init__(self, record: dict, root: Path, device: torch.device | None = None, mode: str | None = None,
-                 channels_last: bool | None = None):
+    def __init__(self, record: dict, root: Path, device: torch.device | None = None, mode: str | None = None):
         self.record = record
         self.device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         cnn = record["cnn"]
         self.crop = int(cnn["crop"])
+        # the backbone's mode, as training runs it (learn/precision.py): fp32, fp32-cl (channels-last) or bf16
         self.mode = mode or record["precision"]["mode"]
-        # channels-last with bfloat16 or on CUDA; on the measured CPU it made float32 slower (docs/benchmarks.md)
-        self.channels_last = (self.mode == "bf16" or self.device.type == "cuda") if channels_last is None else channels_last
-        self.backbone = Backbone(build_vgg16(_resolved(cnn["weights"]))).to(self.device)
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+        self.backbone = Backbone(build_vgg16(_resolved(cnn["weights"]))).to(self.device).set_precision(self.mode)
         self.heads = []
         for run in cnn["runs"]:
             head = Head()
@@ -217,10 +213,7 @@ class Detector:
         prepared = prepare_patches(patches)
         x = crop_batch(prepared, np.arange(len(prepared)), centre_views(len(prepared), prepared.shape[-1], self.crop)[:, 0],
                        self.crop)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode == "bf16"):
-            return self.backbone(x).float()
+        return self.backbone(x).float()
 
     def cnn_prob(self, patches: np.ndarray) -> np.ndarray:
         if len(patches) == 0:
@@ -238,37 +231,36 @@ class Detector:
 
 
 def _precision_check(record: dict, root: Path, val_patches: np.ndarray, val_ref: np.ndarray, threshold: float,
-                     requested: str, device: torch.device) -> dict:
-    """float32 vs the training predictions, and bfloat16 vs float32, on validation rows; the mode chosen."""
-    out: dict[str, Any] = {"requested": requested, "device": str(device), "bf16_native": bf16_supported(device),
-                           "n_rows": len(val_patches)}
-    fp32 = Detector(record, root, device, mode="fp32")
-    fp32.cnn_prob(val_patches[:8])  # warm-up
-    t0 = time.perf_counter()
-    p32 = fp32.cnn_prob(val_patches)
-    out["fp32_s"] = time.perf_counter() - t0
-    out["fp32_vs_training_max_abs_dprob"] = float(np.max(np.abs(p32 - val_ref))) if len(p32) else 0.0
-    if out["fp32_vs_training_max_abs_dprob"] > REPRODUCE_TOL:
-        raise StageError(f"the CNN does not reproduce its training's validation predictions here (max |dp| = "
-                         f"{out['fp32_vs_training_max_abs_dprob']:.2e} > {REPRODUCE_TOL}): the backbone weights or the "
-                         f"model code changed since training -> retrain the experiment (--force)")
-    mode = "fp32"
-    if requested in ("auto", "bf16"):
-        bf = Detector(record, root, device, mode="bf16")
-        bf.cnn_prob(val_patches[:8])
+                     requested: str, trained: str, device: torch.device) -> dict:
+    """The training's backbone mode must reproduce its validation predictions here; then the mode used.
+
+    ``trained``: the mode the runs were trained in (their ``config.json``; "auto" was resolved by a
+    measurement at training time, learn/precision.py). "auto" scores in that mode; an explicit
+    request is used as given, with its difference from the training's predictions recorded.
+    """
+    out: dict[str, Any] = {"requested": requested, "trained": trained, "device": str(device),
+                           "bf16_native": bf16_supported(device), "n_rows": len(val_patches)}
+    tol = REPRODUCE_TOL if trained != "bf16" else BF16_MAX_DPROB / 4
+    probs: dict[str, np.ndarray] = {}
+    for mode in dict.fromkeys((trained, "fp32" if requested == "auto" else requested)):
+        det = Detector(record, root, device, mode=mode)
+        det.cnn_prob(val_patches[:8])  # warm-up
         t0 = time.perf_counter()
-        p16 = bf.cnn_prob(val_patches)
-        out["bf16_s"] = time.perf_counter() - t0
-        out["bf16_max_abs_dprob"] = float(np.max(np.abs(p16 - p32))) if len(p16) else 0.0
-        out["bf16_decision_agreement"] = float(np.mean((p16 >= threshold) == (p32 >= threshold))) if len(p16) else 1.0
-        accurate = (out["bf16_max_abs_dprob"] <= BF16_MAX_DPROB and out["bf16_decision_agreement"] >= BF16_MIN_AGREEMENT)
-        out["bf16_accurate"] = accurate
-        if requested == "bf16" or (accurate and out["bf16_native"]):
-            mode = "bf16"
+        probs[mode] = det.cnn_prob(val_patches)
+        out[f"{mode}_s"] = time.perf_counter() - t0
+        out[f"{mode}_vs_training_max_abs_dprob"] = float(np.max(np.abs(probs[mode] - val_ref))) if len(val_ref) else 0.0
+    dp = out[f"{trained}_vs_training_max_abs_dprob"]
+    if dp > tol:
+        raise StageError(f"the CNN does not reproduce its training's validation predictions here in its training "
+                         f"precision {trained} (max |dp| = {dp:.2e} > {tol:.1e}): the backbone weights or the model "
+                         f"code changed since training -> retrain the experiment (--force)")
+    mode = trained if requested == "auto" else requested
+    if mode != trained:
+        out["decision_agreement_with_training"] = float(np.mean((probs[mode] >= threshold) == (val_ref >= threshold)))
     out["mode"] = mode
-    out["rule"] = (f"auto: bfloat16 autocast + channels-last when the device has native bfloat16 and, on the "
-                   f"validation rows, max |p_bf16 - p_fp32| <= {BF16_MAX_DPROB} and >= {BF16_MIN_AGREEMENT:.0%} of "
-                   f"decisions agree; else float32")
+    out["rule"] = ("auto: the backbone precision the runs were trained in (measured at training time, "
+                   f"learn/precision.py), checked to reproduce the validation predictions (max |dp| <= {tol:.1e}); "
+                   "fp32/bf16: as requested")
     return out
 
 
@@ -336,8 +328,12 @@ def _build_record(study: Study, experiment: str, split: str, runs: Runs, precisi
     store_rows = _store_rows_of(meta, split_table, val_rows["store_row"].to_numpy())
     patches = read_patches(study.store_path, store_rows)
     record["precision"] = {"mode": "fp32"}
+    trained = {c.get("settings", {}).get("precision", "fp32") for c in configs}
+    if len(trained) != 1:
+        raise ConfigError(f"the seeds of split {split!r} were trained in different backbone precisions {sorted(trained)} "
+                          f"-> retrain them with one (train --force)")
     record["precision"] = _precision_check(record, study.root, patches, val_rows["prob"].to_numpy(), cnn_thr["threshold"],
-                                           precision, device)
+                                           precision, trained.pop(), device)
     record["model_digest"] = digest_json({
         "version": DETECT_VERSION, "cnn": [r["best_pt_sha256"] for r in record["cnn"]["runs"]],
         "weights": record["cnn"]["weights"].get("sha256"), "crop": record["cnn"]["crop"],
