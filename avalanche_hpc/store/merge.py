@@ -158,10 +158,16 @@ def _merge_consolidated(store, shards, sizes, meta, attrs, p, progress, dtype: s
 
 
 def _merge_virtual(store, shards, sizes, meta, attrs, p, dtype: str = "float32") -> None:
+    _write_virtual(store, [(path, n) for (_, path, _), n in zip(shards, sizes, strict=False)], meta, attrs, p, dtype)
+
+
+def _write_virtual(store: Path, sources: list[tuple[Path, int]], meta: pd.DataFrame, attrs: dict, p: int,
+                   dtype: str = "float32") -> None:
+    """``store`` as an HDF5 virtual dataset over ``sources`` ((file, rows) in row order; paths kept relative)."""
     shape = (len(meta), len(CHANNELS), p, p)
     vlayout = h5py.VirtualLayout(shape=shape, dtype=np.dtype(dtype))
     start = 0
-    for (_, path, _), n in zip(shards, sizes, strict=False):
+    for path, n in sources:
         if n:
             rel = os.path.relpath(path, store.parent)
             vlayout[start:start + n] = h5py.VirtualSource(rel, "patches", shape=(n, len(CHANNELS), p, p))
@@ -230,19 +236,8 @@ def _merge_seasonal(study, shards, attrs, p, progress) -> int:
             sources.append((season, path, len(meta)))
             bar.advance(tid)
     meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame({c: [] for c in META_COLUMNS})
-    vlayout = h5py.VirtualLayout(shape=(len(meta), len(CHANNELS), p, p), dtype=np.float32)
-    start = 0
-    for _, path, n in sources:
-        if n:
-            rel = os.path.relpath(path, store.parent)
-            vlayout[start:start + n] = h5py.VirtualSource(rel, "patches", shape=(n, len(CHANNELS), p, p))
-        start += n
-    with atomic_path(store) as tmp, open_h5(tmp, "w") as f:
-        f.create_virtual_dataset("patches", vlayout, fillvalue=np.nan)
-        f["patches"].attrs["channels"] = list(CHANNELS)
-        f["patches"].attrs["units"] = "dB"
-        _write_meta(f, meta)
-        _write_attrs(f, {**attrs, "seasons": [s for s, _, _ in sources]})
+    _write_virtual(store, [(path, n) for _, path, n in sources], meta,
+                   {**attrs, "seasons": [s for s, _, _ in sources]}, p)
     # season stores of seasons the study no longer lists
     keep = {path.name for _, path, _ in sources}
     folder = store.parent / "seasons"
