@@ -94,10 +94,6 @@ def summary(rows: list[TaskStatus]) -> dict[str, dict[str, int]]:
     return out
 
 
-def failed_logs(rows: list[TaskStatus]) -> list[Path]:
-    return [Path(r.log) for r in rows if r.state == FAILED and r.log]
-
-
 # -- per season (campaigns of several winters) ----------------------------------------------------
 @dataclass(frozen=True)
 class SeasonStatus:

@@ -27,6 +27,18 @@ from avalanche_hpc.digest import sha256_file
 from avalanche_hpc.errors import WeightsError
 
 log = logging.getLogger(__name__)
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+_WARNED: set[str] = set()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a weights file, hashed once per process while its size and mtime stay the same
+    (an ImageNet file is ~500 MB; train, sweep and detect resolve it for every run and check)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 IMAGENET_FILE = "vgg16-397923af.pth"
 IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -81,7 +93,7 @@ def resolve_imagenet() -> ResolvedWeights:
     candidates = imagenet_candidates()
     for path in candidates:
         if path.is_file():
-            digest = sha256_file(path)
+            digest = _file_sha256(path)
             if not digest.startswith(IMAGENET_HASH_PREFIX):
                 raise WeightsError(
                     f"{path}: sha256 {digest} does not match torchvision's published hash {IMAGENET_HASH_PREFIX}... "
@@ -109,7 +121,9 @@ def resolve_weights(spec: str, sha256: str | None = None) -> ResolvedWeights:
         except WeightsError as e:
             warning = (f"--weights auto: ImageNet weights unavailable ({e}); training on a RANDOMLY INITIALISED "
                        f"frozen VGG16 backbone - results are not comparable to the paper's")
-            log.warning(warning)
+            if warning not in _WARNED:  # once per process, not on every completeness check
+                _WARNED.add(warning)
+                log.warning(warning)
             return ResolvedWeights("auto", "none", warning=warning)
     path = Path(spec).expanduser()
     if not path.is_file():
@@ -117,7 +131,7 @@ def resolve_weights(spec: str, sha256: str | None = None) -> ResolvedWeights:
             f"weights file {path} does not exist -> give an existing state_dict file, or one of "
             f"'imagenet', 'none', 'auto'"
         )
-    digest = sha256_file(path)
+    digest = _file_sha256(path)
     if sha256 is not None and digest != sha256.lower():
         raise WeightsError(f"{path}: sha256 {digest} does not match the expected {sha256} -> copy the file again "
                            f"or correct --weights-sha256")
