@@ -157,20 +157,14 @@ def analyse_misses(exp: Experiment) -> tuple[list[Table], dict[str, Any]]:
         title = "" if key is None else f", orbit {label}"
         where = pooled if key is None else f"{pooled} Orbit {label} only."
         sub_tp = (sub["outcome"] == "TP").to_numpy()
-        t, d = _aspect_table(sub, sub_tp, where, suffix, title)
-        if t is not None:
-            tables.append(t)
-            if key is None:
-                data["aspect"] = d
-            else:
-                data.setdefault("aspect_by_orbit", {})[label] = d
-        t, d = _size_table(sub, sub_tp, where, suffix, title)
-        if t is not None:
-            tables.append(t)
-            if key is None:
-                data["size"] = d
-            else:
-                data.setdefault("size_by_orbit", {})[label] = d
+        for name, make_table in (("aspect", _aspect_table), ("size", _size_table)):
+            t, d = make_table(sub, sub_tp, where, suffix, title)
+            if t is not None:
+                tables.append(t)
+                if key is None:
+                    data[name] = d
+                else:
+                    data.setdefault(f"{name}_by_orbit", {})[label] = d
 
     if "date" in pos.columns:
         month = pd.to_datetime(pos["date"], errors="coerce").dt.month.to_numpy()
