@@ -5,12 +5,15 @@ more than one orbit) runs, on the detection rows of every orbit:
 
 - configurations: all orbits, and each direction alone when it has two or more orbits;
 - per configuration, the unit table (``units``), the methods (``methods``: ``max``,
-  ``noisy_or``, ``stacker``, each with its threshold chosen on the validation corridors, and
-  ``or``, the union of the orbits' own decisions, with none), and their fused detections over
-  every corridor;
-- the single orbits as they are (their positive windows, the detector's threshold);
+  ``noisy_or``, ``stacker``, each with its threshold chosen on the validation corridors; ``or``, the
+  union of the orbits' own decisions, and ``or_appear``, the union of the orbits' appearance windows,
+  with none), and their fused detections over every corridor;
+- the single orbits as they are (their positive windows, the detector's threshold), and each with
+  appearance dating (only the first window of each run of positives: ``appearance``);
 - the evaluation of all of them on the evaluation corridors (``evaluation``);
-- the *product* method: the all-orbit ``or`` rule (fixed a priori, docs/fusion.md); its detections, and the other methods', form the GeoPackage's
+- the geometric floor: per evaluation event, the width of the unit holding its true date (the
+  narrowest window any fusion of these acquisitions can give);
+- the *product* method: the all-orbit ``or_appear`` rule (fixed a priori, docs/fusion.md); its detections, and the other methods', form the GeoPackage's
   ``fused`` layer, each labelled from the inventory with the per-orbit rule over its window.
 """
 
@@ -26,7 +29,9 @@ import pandas as pd
 
 from avalanche_hpc.fuse import evaluation as ev
 from avalanche_hpc.fuse.methods import (
+    EVIDENCE,
     METHODS,
+    NO_FITTED_THRESHOLD,
     OR_THRESHOLD,
     choose_fused_threshold,
     detections,
@@ -41,10 +46,12 @@ from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
 
-FUSION_VERSION = 2
-PRODUCT_METHOD = "or"
-PRODUCT_RULE = ("fixed a priori: the all-orbit 'or' rule (any orbit positive at its own validation threshold); "
-                "no fused threshold or method is chosen on the few positive validation units")
+FUSION_VERSION = 3
+PRODUCT_METHOD = "or_appear"
+PRODUCT_RULE = ("fixed a priori (before seed 4): the all-orbit 'or_appear' rule (any orbit that saw the deposit appear, "
+                "i.e. positive at its own validation threshold after a negative observed window; fused window = "
+                "intersection of the appearance windows); no fused threshold or method is chosen on the few positive "
+                "validation units")
 ALL = "all orbits"
 FUSED_COLUMNS = ["method", "product", "season", "path_id", "massif", "start", "end", "width_days", "score", "orbits",
                  "n_orbits", "label", "event_id"]
@@ -128,12 +135,14 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
             else:
                 score = rule_scores(units, method)
                 info = {}
-            if method == "or":  # the orbits' own thresholds: none is fitted here (validation F1 for information)
-                info["threshold"] = choose_fused_threshold(units, score, val_mask, candidates=np.array([OR_THRESHOLD]))
+            evidence = EVIDENCE.get(method, "det")
+            if method in NO_FITTED_THRESHOLD:  # the orbits' own thresholds: none fitted here (validation F1 for information)
+                info["threshold"] = choose_fused_threshold(units, score, val_mask, candidates=np.array([OR_THRESHOLD]),
+                                                           evidence=evidence)
             else:
                 info["threshold"] = choose_fused_threshold(units, score, val_mask)
             cfg["methods"][method] = info
-            dets = detections(units, score, info["threshold"]["threshold"])
+            dets = detections(units, score, info["threshold"]["threshold"], evidence)
             if name == ALL:
                 fused.append(dets.assign(method=method))
             rows.append({"method": method, "orbits": name, "kind": "fused", "threshold": info["threshold"]["threshold"],
@@ -142,8 +151,10 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
     for o in orbits:
         rows.append({"method": "single orbit", "orbits": o, "kind": "orbit", "threshold": threshold,
                      "_dets": orbit_detections(parts, o, threshold)})
-    # the product: the all-orbit ``or`` rule, fixed before any evaluation (docs/fusion.md: the validation
-    # corridors hold too few positive units, 10-13 on demo4, to choose a method or a threshold by F1)
+        rows.append({"method": "appearance", "orbits": o, "kind": "orbit", "threshold": threshold,
+                     "_dets": orbit_detections(parts, o, threshold, appearance=True)})
+    # the product: the all-orbit ``or_appear`` rule, fixed before any evaluation of it (docs/fusion.md: the
+    # validation corridors hold too few positive units, 9-13 on demo4, to choose a method or a threshold by F1)
     product = PRODUCT_METHOD
     model["validation_f1"] = {m: i["threshold"]["val_f1"] for m, i in model["configurations"][ALL]["methods"].items()
                               if "threshold" in i}
@@ -154,6 +165,8 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
     all_units = tables[ALL]
     eval_mask = all_units.frame["path_id"].isin(eval_paths).to_numpy()
     events = ev.observed_events(truth, all_units, eval_paths) if truth is not None else None
+    if events is not None:
+        model["geometric_floor"] = ev.geometric_floor(events, all_units)
     out_rows = []
     for r in rows:
         dets = r.pop("_dets")
