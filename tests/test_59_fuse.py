@@ -17,12 +17,14 @@ from avalanche_hpc.fuse.evaluation import event_scores, geometric_floor, unit_sc
 from avalanche_hpc.fuse.geometry import cos_local_incidence, faces_sensor
 from avalanche_hpc.fuse.methods import (
     EVIDENCE,
+    METHODS,
     OR_THRESHOLD,
     detections,
     orbit_detections,
     rule_scores,
     unit_decisions,
 )
+from avalanche_hpc.fuse.selection import select_product
 from avalanche_hpc.fuse.units import PART_USE, build_units
 from avalanche_hpc.fuse.windows import (
     covering_window,
@@ -280,6 +282,50 @@ def test_or_appear_intersects_appearance_windows_and_ignores_persisting_positive
     assert dets[["start", "end"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07"]]
 
 
+def test_vote_appear_needs_two_orbits_whose_appearance_windows_intersect():
+    dates = {"D": [D(2018, 1, 1), D(2018, 1, 7), D(2018, 1, 13), D(2018, 1, 19)],
+             "A": [D(2018, 1, 3), D(2018, 1, 9), D(2018, 1, 15), D(2018, 1, 21)]}
+    # two orbits agree (D (1, 7], A (3, 9]; both persist after): one detection, the intersection (3, 7]
+    persist = {("D", "P1", D(2018, 1, 7)): 0.9, ("D", "P1", D(2018, 1, 13)): 0.9,
+               ("A", "P1", D(2018, 1, 9)): 0.8, ("A", "P1", D(2018, 1, 15)): 0.8}
+    units, dets = _fuse(dates, persist, rule="vote_appear")
+    assert dets[["start", "end", "orbits", "n_orbits"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07", "D;A", 2]]
+    assert rule_scores(units, "vote_appear").tolist() == [0.0, 1.0] + [0.0] * 5  # only the unit both windows hold
+    # one orbit alone saw it appear: nothing (or_appear: D's window)
+    alone = {("D", "P1", D(2018, 1, 7)): 0.9, ("A", "P1", D(2018, 1, 15)): 0.8}  # A's appearance (9, 15]: disjoint
+    assert _fuse(dates, alone, rule="vote_appear")[1].empty
+    assert len(_fuse(dates, alone, rule="or_appear")[1]) == 2
+    # ... nor does a persisting positive vote: A positive (3, 9] onwards, D appears (13, 19] -> no agreement there
+    late = {("A", "P1", D(2018, 1, 9)): 0.8, ("A", "P1", D(2018, 1, 15)): 0.8, ("A", "P1", D(2018, 1, 21)): 0.8,
+            ("D", "P1", D(2018, 1, 19)): 0.9}
+    assert _fuse(dates, late, rule="vote_appear")[1].empty
+    # three orbits, only two of whose appearance windows intersect: B appears in (11, 17], disjoint from D's and A's
+    three = {**dates, "B": [D(2018, 1, 5), D(2018, 1, 11), D(2018, 1, 17)]}
+    units, dets = _fuse(three, {**persist, ("B", "P1", D(2018, 1, 17)): 0.7}, rule="vote_appear")
+    assert dets[["start", "end", "orbits"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07", "D;A"]]
+    # ... and when all three intersect (B appears in (5, 11]): the three-way intersection (5, 7]
+    _, dets = _fuse(three, {**persist, ("B", "P1", D(2018, 1, 11)): 0.7}, rule="vote_appear")
+    assert dets[["start", "end", "orbits", "n_orbits"]].to_numpy().tolist() == [["2018-01-05", "2018-01-07", "D;A;B", 3]]
+
+
+def test_product_selection_rule():
+    orbits = {"D": {"pod": 0.40, "far": 0.70}, "A": {"pod": 0.30, "far": 0.60}, "X": {"pod": 0.0, "far": None}}
+    # qualifying (FAR <= 0.60, the lowest single-orbit FAR): max and vote_appear -> the higher POD
+    methods = {"max": {"pod": 0.30, "far": 0.55}, "or_appear": {"pod": 0.50, "far": 0.80},
+               "vote_appear": {"pod": 0.35, "far": 0.60}, "stacker": {"pod": 0.10, "far": 0.20}}
+    got = select_product(methods, orbits, METHODS)
+    assert (got["method"], got["far_bound"], got["far_bound_orbit"]) == ("vote_appear", 0.60, "A")
+    assert set(got["qualifying"]) == {"max", "vote_appear", "stacker"}
+    # POD tie -> the lower FAR
+    methods["max"] = {"pod": 0.35, "far": 0.50}
+    assert select_product(methods, orbits, METHODS)["method"] == "max"
+    # none qualifies -> the lowest FAR (tie -> the higher POD); a method without detections (FAR None) never wins
+    none = {"max": {"pod": 0.2, "far": 0.65}, "or": {"pod": 0.3, "far": 0.65}, "noisy_or": {"pod": 0.0, "far": None},
+            "or_appear": {"pod": 0.5, "far": 0.9}}
+    got = select_product(none, orbits, METHODS)
+    assert got["method"] == "or" and got["qualifying"] == [] and "lowest validation FAR" in got["reason"]
+
+
 def test_geometric_floor_of_the_window():
     dates = {"D": [D(2018, 1, 1), D(2018, 1, 7), D(2018, 1, 13)], "A": [D(2018, 1, 2), D(2018, 1, 8), D(2018, 1, 14)]}
     units, _ = _fuse(dates, {}, paths=("P1", "P2"))  # units (1,2], (2,7], (7,8], (8,13], (13,14]
@@ -334,7 +380,7 @@ def test_fused_layer_in_the_geopackage(fused_study):
     layer = gpd.read_file(paths.geopackage, layer=FUSED_LAYER)
     assert list(layer.columns) == [*FUSED_COLUMNS, "geometry"] and layer.crs.to_epsg() == study.config.crs_epsg
     model = json.loads(paths.fusion_model.read_text())
-    assert set(layer["method"]) <= {"max", "noisy_or", "stacker", "or", "or_appear"} and len(layer) > 0
+    assert set(layer["method"]) <= set(METHODS) and len(layer) > 0
     assert (layer["product"] == (layer["method"] == model["product_method"])).all()
     corridors = study.read_corridors().set_index("path_id")
     assert all(g.equals(corridors.geometry[p]) for g, p in zip(layer.geometry[:20], layer["path_id"][:20], strict=True))
@@ -353,7 +399,7 @@ def test_fused_layer_in_the_geopackage(fused_study):
     # the evaluation: every orbit alone and the fused methods, numbers in range
     ev = pd.read_csv(paths.fusion_evaluation)
     assert set(ev.loc[ev["kind"] == "orbit", "orbits"]) == {o.id for o in study.config.orbits}
-    assert {"max", "noisy_or", "or", "or_appear"} <= set(ev.loc[ev["kind"] == "fused", "method"])
+    assert {"max", "noisy_or", "or", "or_appear", "vote_appear"} <= set(ev.loc[ev["kind"] == "fused", "method"])
     # each orbit twice: raw (the detect product) and with appearance dating, which keeps a subset of its windows
     single = ev[ev["kind"] == "orbit"]
     assert sorted(single["method"].value_counts().to_dict().items()) == [("appearance", len(study.config.orbits)),
@@ -389,17 +435,23 @@ def test_stacker_and_thresholds_never_see_test_rows(fused_study):
     again = fuse_parts(study, perturbed, record, split_csv)
     cfg, cfg2 = base.model["configurations"], again.model["configurations"]
     assert cfg == cfg2  # thresholds, stacker coefficients (when fitted) and validation F1: unchanged
-    assert base.model["product_method"] == again.model["product_method"] == "or_appear"  # fixed a priori
+    # the product is chosen on the validation corridors only: its figures and the choice do not move
+    sel = base.model["product_selection"]
+    assert sel == again.model["product_selection"] and sel["validation_events"] > 0
+    assert base.model["product_method"] == again.model["product_method"] == sel["method"]
+    assert set(sel["methods"]) == {m for m in METHODS if "skipped" not in cfg["all orbits"]["methods"][m]}
+    assert set(sel["single_orbits"]) == {o.id for o in study.config.orbits}
     for name, c in cfg.items():  # the or rules fit no threshold: the orbits' own (validation) thresholds
-        assert c["methods"]["or"]["threshold"]["threshold"] == 0.5, name
-        assert c["methods"]["or_appear"]["threshold"]["threshold"] == 0.5, name
+        for m in ("or", "or_appear", "vote_appear"):
+            assert c["methods"][m]["threshold"]["threshold"] == 0.5, (name, m)
     # ... while what is evaluated on those corridors did change
     assert not base.evaluation[["pod", "far", "f1"]].equals(again.evaluation[["pod", "far", "f1"]])
     # perturbing validation rows does change the fit
     val_rows = parts["path_id"].isin(val)
     perturbed = parts.copy()
     perturbed.loc[val_rows, "cnn_prob"] = rng.random(int(val_rows.sum()))
-    assert fuse_parts(study, perturbed, record, split_csv).model["configurations"] != cfg
+    moved = fuse_parts(study, perturbed, record, split_csv).model
+    assert moved["configurations"] != cfg and moved["product_selection"]["methods"] != sel["methods"]
 
 
 def test_report_section_orbit_fusion(fused_study):
@@ -416,6 +468,11 @@ def test_report_section_orbit_fusion(fused_study):
     assert "POD east-facing" in methods.columns and "Window median (days)" in methods.columns
     assert len(methods.rows) == len(pd.read_csv(study.detection_paths(EXPERIMENT).fusion_evaluation))
     assert tables["fusion_octants"].columns[1:] == ["N", "NE", "E", "SE", "S", "SW", "W", "NW"]
-    assert data["product_method"] == "or_appear" and data["evaluation"]
+    model = json.loads(study.detection_paths(EXPERIMENT).fusion_model.read_text())
+    assert data["product_method"] == model["product_selection"]["method"] and data["evaluation"]
+    from avalanche_hpc.report.fusion import METHOD_NAMES
+
+    chosen = [r[0] for r in tables["fusion_selection"].rows if r[-1]]
+    assert chosen == [f"all orbits: {METHOD_NAMES[model['product_method']]}"]
     assert "(appearance)" in " ".join(r[0] for r in methods.rows)
     assert any(isinstance(i, str) and i.startswith("Geometric floor of the window") for i in section.items)

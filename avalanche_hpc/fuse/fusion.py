@@ -13,8 +13,10 @@ more than one orbit) runs, on the detection rows of every orbit:
 - the evaluation of all of them on the evaluation corridors (``evaluation``);
 - the geometric floor: per evaluation event, the width of the unit holding its true date (the
   narrowest window any fusion of these acquisitions can give);
-- the *product* method: the all-orbit ``or_appear`` rule (fixed a priori, docs/fusion.md); its detections, and the other methods', form the GeoPackage's
-  ``fused`` layer, each labelled from the inventory with the per-orbit rule over its window.
+- the *product* method, chosen on the validation corridors by the goal (``selection``, decided before
+  seeds 5-7, docs/fusion.md; without truth: the all-orbit ``or_appear`` rule); its detections, and the
+  other methods', form the GeoPackage's ``fused`` layer, each labelled from the inventory with the
+  per-orbit rule over its window.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from avalanche_hpc.fuse.methods import (
     orbit_detections,
     rule_scores,
 )
+from avalanche_hpc.fuse.selection import RULE as SELECTION_RULE
+from avalanche_hpc.fuse.selection import select_product
 from avalanche_hpc.fuse.stacker import Stacker
 from avalanche_hpc.fuse.units import PART_USE, UnitTable, build_units
 from avalanche_hpc.learn.splits import read_split
@@ -46,12 +50,10 @@ from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
 
-FUSION_VERSION = 3
-PRODUCT_METHOD = "or_appear"
-PRODUCT_RULE = ("fixed a priori (before seed 4): the all-orbit 'or_appear' rule (any orbit that saw the deposit appear, "
-                "i.e. positive at its own validation threshold after a negative observed window; fused window = "
-                "intersection of the appearance windows); no fused threshold or method is chosen on the few positive "
-                "validation units")
+FUSION_VERSION = 4
+PRODUCT_METHOD = "or_appear"  # the product when the study has no truth to choose on (selection below)
+PRODUCT_RULE = ("no truth.csv: the all-orbit 'or_appear' rule, fixed a priori before seed 4 (any orbit that saw the "
+                "deposit appear; fused window = intersection of the appearance windows)")
 ALL = "all orbits"
 FUSED_COLUMNS = ["method", "product", "season", "path_id", "massif", "start", "end", "width_days", "score", "orbits",
                  "n_orbits", "label", "event_id"]
@@ -93,6 +95,25 @@ def label_windows(dets: pd.DataFrame, inventory: pd.DataFrame, corridors: pd.Dat
         evs = sub["event_id"].fillna("").to_numpy()
         dets.loc[idx, "event_id"] = [e if e else None for e in evs]
     return dets
+
+
+def validation_selection(rows: list[dict[str, Any]], truth: pd.DataFrame, all_units: UnitTable,
+                         val: set[str]) -> dict[str, Any]:
+    """Event POD/FAR on the validation corridors of the all-orbit methods and single orbits (raw) in ``rows``
+    (their ``_dets`` over every corridor), and the product by ``selection.select_product``."""
+    events = ev.observed_events(truth, all_units, val)
+    val_truth = truth[truth["path_id"].isin(val)]
+    keep = ("pod", "pod_east", "far", "detections", "detected", "events")
+
+    def scores(dets: pd.DataFrame) -> dict[str, Any]:
+        s = ev.event_scores(events, val_truth, dets[dets["path_id"].isin(val)])
+        return {k: (None if isinstance(s[k], float) and not np.isfinite(s[k]) else s[k]) for k in keep}
+
+    methods = {r["method"]: scores(r["_dets"]) for r in rows if r["kind"] == "fused" and r["orbits"] == ALL}
+    orbits = {r["orbits"]: scores(r["_dets"]) for r in rows if r["kind"] == "orbit" and r["method"] == "single orbit"}
+    choice = select_product(methods, orbits, METHODS)
+    return {**choice, "population": "validation corridors of the split (truth events in observed units)",
+            "validation_events": len(events), "methods": methods, "single_orbits": orbits}
 
 
 def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path) -> FusionResult | None:
@@ -153,16 +174,19 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
                      "_dets": orbit_detections(parts, o, threshold)})
         rows.append({"method": "appearance", "orbits": o, "kind": "orbit", "threshold": threshold,
                      "_dets": orbit_detections(parts, o, threshold, appearance=True)})
-    # the product: the all-orbit ``or_appear`` rule, fixed before any evaluation of it (docs/fusion.md: the
-    # validation corridors hold too few positive units, 9-13 on demo4, to choose a method or a threshold by F1)
-    product = PRODUCT_METHOD
     model["validation_f1"] = {m: i["threshold"]["val_f1"] for m, i in model["configurations"][ALL]["methods"].items()
                               if "threshold" in i}
+    all_units = tables[ALL]
+    # the product: chosen on the validation corridors by the goal (event POD and FAR; ``selection``), decided
+    # before seeds 5-7; the evaluation corridors are not read here
+    product, model["product_rule"] = PRODUCT_METHOD, PRODUCT_RULE
+    if truth is not None:
+        selection = validation_selection(rows, truth, all_units, val)
+        product, model["product_rule"] = selection["method"], SELECTION_RULE
+        model["product_selection"] = selection
     model["product_method"] = product
-    model["product_rule"] = PRODUCT_RULE
 
     # evaluation, on the evaluation corridors only
-    all_units = tables[ALL]
     eval_mask = all_units.frame["path_id"].isin(eval_paths).to_numpy()
     events = ev.observed_events(truth, all_units, eval_paths) if truth is not None else None
     if events is not None:

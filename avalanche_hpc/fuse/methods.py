@@ -47,11 +47,14 @@ import pandas as pd
 from avalanche_hpc.fuse.appearance import appearance_flags, positive
 from avalanche_hpc.fuse.units import EPOCH, NO_DAY, UnitTable, days
 
-RULES = ("max", "noisy_or", "or", "or_appear")
-METHODS = ("max", "noisy_or", "stacker", "or", "or_appear")
-NO_FITTED_THRESHOLD = ("or", "or_appear")  # decisions of the orbits' own (validation) thresholds
+VOTE_K = 2  # vote_appear: orbits whose appearance windows must intersect over a unit
+# rules on the appearance windows: the least number of orbits that saw the deposit appear over a unit
+APPEAR_VOTES = {"or_appear": 1, "vote_appear": VOTE_K}
+RULES = ("max", "noisy_or", "or", *APPEAR_VOTES)
+METHODS = ("max", "noisy_or", "stacker", "or", *APPEAR_VOTES)
+NO_FITTED_THRESHOLD = ("or", *APPEAR_VOTES)  # decisions of the orbits' own (validation) thresholds
 # which orbits "saw the deposit appear" at a unit, per method: their own decision (det), or an appearance (app)
-EVIDENCE = {"or_appear": "app"}
+EVIDENCE = dict.fromkeys(APPEAR_VOTES, "app")
 OR_THRESHOLD = 0.5  # the ``or`` score is 0 or 1: no threshold is chosen for it
 DETECTION_COLUMNS = ["season", "path_id", "massif", "start", "end", "width_days", "score", "orbits", "n_orbits"]
 
@@ -68,8 +71,9 @@ def rule_scores(units: UnitTable, rule: str) -> np.ndarray:
         return np.where(np.isfinite(s).any(axis=1), out, np.nan)
     if rule == "or":
         return np.where(np.isfinite(s).any(axis=1), units.detected().any(axis=1).astype(float), np.nan)
-    if rule == "or_appear":
-        return np.where(np.isfinite(s).any(axis=1), units.appeared().any(axis=1).astype(float), np.nan)
+    if rule in APPEAR_VOTES:  # at least k orbits' appearance windows hold the unit (so they intersect there)
+        votes = units.appeared().sum(axis=1)
+        return np.where(np.isfinite(s).any(axis=1), (votes >= APPEAR_VOTES[rule]).astype(float), np.nan)
     raise ValueError(f"unknown fusion rule {rule!r}: one of {RULES}")
 
 
