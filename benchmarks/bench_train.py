@@ -8,7 +8,7 @@ Prints (all measured in this run, on this machine) and, with ``--json PATH``, wr
 - the backbone's images/s in each precision mode (``learn/precision.py``: fp32 NCHW, fp32
   channels-last, bf16 autocast channels-last), the mode the start-up probe chooses, and the
   relative error of bf16 features against fp32;
-- head training images/s: one run as ``train_run`` steps it (autograd, fused Adam), and the
+- head training images/s: one run as ``train_run`` steps it (``learn/step.py``, fused Adam), and the
   batched sweep step (``sweep.StackedHeads``: ``slots`` runs per step, bmm, one fused Adam),
   each as a fraction of the fp32 matmul rate (the head trains in fp32);
 - per-epoch training images/s (backbone in the chosen mode + head step), checkpoint write time;
@@ -22,17 +22,18 @@ Run: ``.venv/bin/python -m benchmarks.bench_train [--quick] [--json PATH] [--poo
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avalanche_hpc.learn import precision
 from avalanche_hpc.learn.features import DEFAULT_VIEWS, centre_views, crop_batch
 from avalanche_hpc.learn.model import Backbone, Head, build_vgg16, init_head
+from avalanche_hpc.learn.step import head_step as head_step_fn
 from avalanche_hpc.learn.sweep import StackedHeads
 from avalanche_hpc.learn.train import save_torch
 from avalanche_hpc.learn.weights import resolve_weights
@@ -41,6 +42,26 @@ from avalanche_hpc.learn.weights import resolve_weights
 def matmul_gflops(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / timed(lambda: torch.mm(a, b), reps) / 1e9
+
+
+def memory_gbs(mib: int = 256, reps: int = 5) -> float:
+    """Streaming memory bandwidth (GB/s): ``a += b`` over two ``mib`` MiB float32 arrays (2 reads, 1 write)."""
+    n = mib * 2**20 // 4
+    a, b = torch.ones(n), torch.ones(n)
+    return 3 * n * 4 / timed(lambda: a.add_(b), reps) / 1e9
+
+
+def adam_bytes(n_params: int) -> int:
+    """Bytes one Adam step must move: read weight, gradient and both moments, write weight and moments."""
+    return 7 * 4 * n_params
+
+
+def head_roofline(f_train: float, n_params: int, batch: int, peak_gflops: float, bw_gbs: float) -> float:
+    """Upper bound on the head step's fraction of the matmul rate at this batch: its products at the
+    matmul rate plus the Adam step at the memory bandwidth (which it cannot beat: Adam is one pass
+    over the weights, its gradient and moments, with ~1 FLOP per byte)."""
+    t_flops = batch * f_train / (peak_gflops * 1e9)
+    return t_flops / (t_flops + adam_bytes(n_params) / (bw_gbs * 1e9))
 
 
 def conv_flops(vgg, crop: int) -> float:
@@ -97,6 +118,7 @@ def measure(args) -> dict:
 
     out["matmul_gflops"] = matmul_gflops(1024 if args.quick else 2048, reps)
     out["matmul_gflops_bf16"] = matmul_gflops(1024 if args.quick else 2048, reps, torch.bfloat16)
+    out["memory_gbs"] = memory_gbs(reps=reps)
     vgg = build_vgg16(resolve_weights("none"))
     backbone = Backbone(vgg)
     head = init_head(torch.nn.Module(), 0, pretrained_fc=False)
@@ -125,22 +147,26 @@ def measure(args) -> dict:
     bb_peak = out["matmul_gflops_bf16"] if chosen == "bf16" else out["matmul_gflops"]
     out["backbone_fraction_of_matmul"] = f_bb * rates[chosen] / 1e9 / bb_peak
 
-    # head: one run as train_run steps it
+    # head: one run as train_run steps it (learn/step.py on a stack of one, then the fused Adam)
     feats = backbone(x_img)
     y = torch.randint(0, 2, (b,))
     opt = torch.optim.Adam(head.param_groups(1e-5), fused=True)
+    params = list(head.parameters())
+    for q in params:
+        q.grad = torch.zeros_like(q)
+    one = ([q.detach().unsqueeze(0) for q in params], [q.grad.unsqueeze(0) for q in params])
+    keep1 = torch.from_numpy(np.random.default_rng(1).integers(0, 2, size=(2, 1, b, head.fc2.in_features))
+                             .astype(np.float32))
 
     def head_step():
-        head.train()
-        opt.zero_grad()
-        F.cross_entropy(head(feats), y).backward()
+        head_step_fn(one[0], one[1], head.shift[None], head.scale[:1], feats[None], y[None],
+                     torch.full((1, b), 1.0 / b), (keep1[0], keep1[1]))
         opt.step()
 
     def per_epoch_step():
         f = backbone(crop_batch(patches, np.arange(b), views, crop))
-        head.train()
-        opt.zero_grad()
-        F.cross_entropy(head(f), y).backward()
+        head_step_fn(one[0], one[1], head.shift[None], head.scale[:1], f[None], y[None],
+                     torch.full((1, b), 1.0 / b), (keep1[0], keep1[1]))
         opt.step()
 
     t_head_single = timed(head_step, reps * 2) / b
@@ -163,6 +189,24 @@ def measure(args) -> dict:
     out["head_fraction_of_matmul"] = f_train / t_head / 1e9 / peak
     out["head_fraction_of_matmul_single_run"] = f_train / t_head_single / 1e9 / peak
     out["head_adam_share"] = t_adam / t_head
+    # the roofline: what the step could reach at this batch, and the batch where it allows 0.7
+    n_params = sum(p.numel() for p in head.parameters() if p.requires_grad)
+    out["head_params"] = n_params
+    out["head_fraction_bound"] = head_roofline(f_train, n_params, b, peak, out["memory_gbs"])
+    adam_s = adam_bytes(n_params) / (out["memory_gbs"] * 1e9)
+    out["batch_for_fraction_0_7"] = math.ceil(0.7 / 0.3 * adam_s * peak * 1e9 / f_train)
+    # the batched step at other batch sizes (same runs, same slots)
+    by_batch = {}
+    for bb in args.batches:
+        xb = torch.randn(slots, bb, feats.shape[1])
+        yb = torch.randint(0, 2, (slots, bb))
+        wb = torch.full((slots, bb), 1.0 / bb)
+        kb = (torch.randint(0, 2, (slots, bb, heads.p[2].shape[1])).float(),
+              torch.randint(0, 2, (slots, bb, heads.p[2].shape[1])).float())
+        tb = timed(lambda: heads.step(slots, xb, yb, wb, kb, 1e-5), reps * 2) / (slots * bb)  # noqa: B023
+        by_batch[str(bb)] = {"img_s": 1 / tb, "fraction_of_matmul": f_train / tb / 1e9 / peak,
+                             "fraction_bound": head_roofline(f_train, n_params, bb, peak, out["memory_gbs"])}
+    out["head_by_batch"] = by_batch
     t_bb = 1 / rates[chosen]
     t_full = timed(per_epoch_step, reps) / b
     out["per_epoch_img_s"] = 1 / t_full
@@ -207,6 +251,12 @@ def report(o: dict) -> None:
           f"({o['head_fraction_of_matmul_single_run']:.2f} of fp32 matmul)")
     print(f"head training, sweep of {o['head_slots']} (bmm):   {o['head_img_s']:8.0f} images/s "
           f"({o['head_fraction_of_matmul']:.2f} of fp32 matmul; Adam {o['head_adam_share']:.0%} of the step)")
+    print(f"memory {o['memory_gbs']:.1f} GB/s: Adam moves {adam_bytes(o['head_params']) / 1e6:.0f} MB per run and step, "
+          f"so at batch {o['batch']} the step can reach at most {o['head_fraction_bound']:.2f} of the matmul rate "
+          f"(0.7 needs a batch >= {o['batch_for_fraction_0_7']})")
+    for bb, r in o["head_by_batch"].items():
+        print(f"  sweep step at batch {bb:>4}: {r['img_s']:6.0f} images/s = {r['fraction_of_matmul']:.2f} of fp32 matmul "
+              f"(roofline bound {r['fraction_bound']:.2f})")
     print(f"per-epoch training: {o['per_epoch_img_s']:8.0f} images/s (backbone {o['precision_chosen']} + head)")
     print(f"checkpoint: {o['checkpoint_mb']:.0f} MB written atomically in {o['checkpoint_s']:.2f} s")
     s = o["sweep"]
@@ -229,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=250, help="epochs per run (upper bound; early stopping is less)")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batches", type=lambda v: [int(x) for x in v.split(",") if x], default=[64, 128, 256, 512],
+                    help="batch sizes at which the batched step is also timed (comma-separated; '' for none)")
     ap.add_argument("--slots", type=int, default=4, help="runs per batched sweep step")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: process CPU time / threads (for a machine shared with other jobs)")

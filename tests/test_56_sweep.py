@@ -95,6 +95,21 @@ def test_sweep_matches_runs_trained_alone(study):
     assert (out / "metrics.json").stat().st_mtime_ns == mtime
 
 
+def test_train_run_is_a_sweep_of_one_bit_for_bit(study):
+    """train_run steps the head with the sweep's own step (learn/step.py) on the same padded batch:
+    alone or as a one-slot sweep, the same run is bit-identical on any number of threads (the
+    short last batch, 40 = 16 + 16 + 8 rows or so, is padded the same way in both)."""
+    kw = {**FAST, "max_epochs": 4}
+    train_run(study, "bit-alone", split="holdout-vanoise", seed=3, weights="none", **kw)
+    train_sweep(study, "bit-sweep", ["holdout-vanoise"], [3], weights="none", slots=1, **kw)
+    _same_run(_run(study, "bit-alone", "holdout-vanoise", 3), _run(study, "bit-sweep", "holdout-vanoise", 3),
+              exact=True)
+    ba, bb = (torch.load(_run(study, n, "holdout-vanoise", 3) / "checkpoint.pt", weights_only=False)
+              for n in ("bit-alone", "bit-sweep"))
+    for name, t in ba["head"].items():
+        assert torch.equal(t, bb["head"][name]), name
+
+
 def test_same_run_in_batches_of_any_size(study):
     """One slot or three: the same run, the same metrics; bit for bit on one thread.
 

@@ -12,6 +12,10 @@ SplitOpt = Annotated[str, typer.Option("--split", help="'random' (60/20/20 by co
 HoldoutOpt = Annotated[str | None, typer.Option(
     "--holdout", help="Massif name to hold out as the test set (same as --split holdout-<slug>).")]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the experiment's splits (negative draw).")]
+BatchOpt = Annotated[int, typer.Option(
+    "--batch-size", help="Training batch (all ranks together). Larger batches use the CPU's matmul rate better "
+                         "(docs/benchmarks.md) but change the training: choose on the validation set.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate of fc2/fc3 (fc1: x the fold factor).")]
 
 
 def _split_name(study, split: str, holdout: str | None) -> str:
@@ -48,6 +52,8 @@ def train(
     split_seed: SplitSeedOpt = 0,
     precision: Annotated[str, typer.Option(
         "--precision", help="Backbone precision: auto (measured once per experiment), fp32, fp32-cl or bf16.")] = "auto",
+    batch_size: BatchOpt = 64,
+    lr: LrOpt = 1e-5,
     force: ForceOpt = False,
 ) -> None:
     """Train the VGG16 transfer model on one split and seed (resumes from its checkpoint; skips complete runs)."""
@@ -57,7 +63,8 @@ def train(
     out = train_run(study, experiment, split=name, seed=seed, weights=weights, weights_sha256=weights_sha256,
                     split_seed=split_seed, max_epochs=max_epochs, patience=patience,
                     feature_bank=not no_feature_bank, n_views=views, device=device,
-                    checkpoint_interval_s=checkpoint_interval, force=force, precision=precision)
+                    checkpoint_interval_s=checkpoint_interval, force=force, precision=precision,
+                    batch_size=batch_size, lr=lr)
     typer.echo(f"{out}")
 
 
@@ -78,6 +85,8 @@ def sweep(
         "--precision", help="Backbone precision: auto (measured once per experiment), fp32, fp32-cl or bf16.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu or cuda[:N].")] = "auto",
     split_seed: SplitSeedOpt = 0,
+    batch_size: BatchOpt = 64,
+    lr: LrOpt = 1e-5,
     force: ForceOpt = False,
 ) -> None:
     """Train every split x seed sharing one feature bank as one batched model (per-run early stopping)."""
@@ -95,7 +104,7 @@ def sweep(
         names = ["random"] + [holdout_split_name(m) for m in Study.load(study).config.massifs]
     outs = train_sweep(study, experiment, names, seed_list, weights, max_epochs, split_seed=split_seed,
                        weights_sha256=weights_sha256, patience=patience, n_views=views, slots=slots,
-                       precision=precision, device=device, force=force)
+                       precision=precision, device=device, force=force, batch_size=batch_size, lr=lr)
     for out in outs:
         typer.echo(f"{out}")
 

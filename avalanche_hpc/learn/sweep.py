@@ -55,8 +55,9 @@ from avalanche_hpc.atomic import write_json, write_text
 from avalanche_hpc.errors import ConfigError
 from avalanche_hpc.learn import train as T
 from avalanche_hpc.learn.features import DEFAULT_VIEWS, load_or_build_bank
-from avalanche_hpc.learn.model import DROPOUT, FOLD_FACTOR, HIDDEN, Backbone, Head, build_vgg16, init_head
+from avalanche_hpc.learn.model import FOLD_FACTOR, HIDDEN, Backbone, Head, build_vgg16, init_head
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
+from avalanche_hpc.learn.step import head_step
 from avalanche_hpc.learn.weights import resolve_weights
 from avalanche_hpc.study import Study
 
@@ -187,38 +188,10 @@ class StackedHeads:
     # -- one training step of the first ``a`` slots ------------------------------------------
     def step(self, a: int, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, masks: tuple[torch.Tensor, torch.Tensor],
              lr: float) -> torch.Tensor:
-        """Forward, backward and Adam for slots ``0..a-1``; returns each slot's summed loss (a,).
-
-        ``x`` (a, M, 512) features, ``y`` (a, M) labels, ``w`` (a, M) loss weights (1 / run batch
-        size, 0 for padding), ``masks`` 2 x (a, M, hidden) dropout keep masks (0/1).
-        """
-        w1, b1, w2, b2, w3, b3 = (t[:a] for t in self.p)
-        g1, gb1, g2, gb2, g3, gb3 = (t[:a] for t in self.g)
-        keep = 1.0 / (1.0 - DROPOUT)
-        with torch.no_grad():
-            xs = (x - self.shift[:a, None, :]) * self.scale[:a, None, None]
-            z1 = torch.baddbmm(b1.unsqueeze(1), xs, w1.transpose(1, 2))
-            e1 = (z1 > 0) * (masks[0] * keep)  # relu and dropout as one 0/2 mask
-            h1 = z1.mul_(e1)
-            z2 = torch.baddbmm(b2.unsqueeze(1), h1, w2.transpose(1, 2))
-            e2 = (z2 > 0) * (masks[1] * keep)
-            h2 = z2.mul_(e2)
-            logits = torch.baddbmm(b3.unsqueeze(1), h2, w3.transpose(1, 2))
-            logp = torch.log_softmax(logits, dim=2)
-            nll = -logp.gather(2, y.unsqueeze(2)).squeeze(2)  # (a, M)
-            loss = (nll * (w > 0)).sum(1)
-            # d(sum_i w_i nll_i)/d logits = w_i (softmax - onehot)
-            d3 = logp.exp_()
-            d3.scatter_add_(2, y.unsqueeze(2), torch.full_like(d3[..., :1], -1.0))
-            d3.mul_(w.unsqueeze(2))
-            torch.bmm(d3.transpose(1, 2), h2, out=g3)
-            torch.sum(d3, 1, out=gb3)
-            d2 = torch.bmm(d3, w3).mul_(e2)
-            torch.bmm(d2.transpose(1, 2), h1, out=g2)
-            torch.sum(d2, 1, out=gb2)
-            d1 = torch.bmm(d2, w2).mul_(e1)
-            torch.bmm(d1.transpose(1, 2), xs, out=g1)
-            torch.sum(d1, 1, out=gb1)
+        """Forward, backward (``step.head_step``) and Adam for slots ``0..a-1``; returns each slot's
+        summed loss (a,). ``x`` (a, M, 512), ``y``/``w`` (a, M), ``masks`` 2 x (a, M, hidden)."""
+        loss = head_step([t[:a] for t in self.p], [t[:a] for t in self.g], self.shift[:a], self.scale[:a],
+                         x, y, w, masks)
         self._adam(a, lr)
         return loss
 

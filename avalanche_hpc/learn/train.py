@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -74,6 +74,7 @@ from avalanche_hpc.learn.model import (
 )
 from avalanche_hpc.learn.precision import MODES
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
+from avalanche_hpc.learn.step import head_step
 from avalanche_hpc.learn.weights import ResolvedWeights, resolve_weights
 from avalanche_hpc.store.layout import read_meta, read_patches
 from avalanche_hpc.study import RunFiles, Study
@@ -574,7 +575,11 @@ def prepare_run(study: Study, request: RunRequest, control: RunControl,
 
 # -- the epoch loop ---------------------------------------------------------------------------
 def _train_one_epoch(run: PreparedRun, epoch: int, bar: Any, batch_task: Any) -> float:
-    """One pass over the training set (this rank's share of every global batch); the mean train loss."""
+    """One pass over the training set (this rank's share of every global batch); the mean train loss.
+
+    Each batch is one ``step.head_step`` on the head viewed as a stack of one (the sweep's step:
+    same kernels, same padding to a constant batch, so a run trained here and in a sweep match
+    bit for bit), then the fused Adam step."""
     seed, batch_size = run.request.seed, run.request.settings.batch_size
     rank, world = _world(run.dist)
     head, device = run.head, run.device
@@ -582,22 +587,37 @@ def _train_one_epoch(run: PreparedRun, epoch: int, bar: Any, batch_task: Any) ->
     order = run.train_idx[rng.permutation(len(run.train_idx))]
     views = run.source.draw_views(rng, len(order))
     head.train()
-    loss_sum = torch.zeros(2, device=device)  # summed loss, count
+    params = list(head.parameters())
+    for q in params:
+        if q.grad is None:
+            q.grad = torch.zeros_like(q)
+    stack_p = [q.detach().unsqueeze(0) for q in params]  # views: the step writes into the head's tensors
+    stack_g = [cast(torch.Tensor, q.grad).unsqueeze(0) for q in params]
+    hidden, n_in = head.fc2.in_features, head.fc1.in_features
+    m = -(-batch_size // world)  # rows per rank and step, constant (padding rows have weight 0)
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, count (float64 as the sweep's)
     n_batches = (len(order) + batch_size - 1) // batch_size
     if bar:
         bar.reset(batch_task, total=n_batches, description=f"  epoch {epoch} batches")
     for b in range(n_batches):
         gidx = order[b * batch_size:(b + 1) * batch_size]
-        masks = [m.to(device) for m in _epoch_masks(seed, epoch, b, len(gidx), head.fc2.in_features)]
+        masks = _epoch_masks(seed, epoch, b, len(gidx), hidden)
         mine = slice(rank, None, world)
-        x = run.source.train_features(gidx[mine], views[b * batch_size:(b + 1) * batch_size][mine])
-        logits = head(x, (masks[0][mine], masks[1][mine]))
-        loss = F.cross_entropy(logits, run.labels[torch.from_numpy(gidx[mine]).to(device)], reduction="sum")
-        run.optimizer.zero_grad(set_to_none=False)
-        (loss / len(gidx)).backward()
-        _all_reduce_([p.grad for p in head.parameters() if p.grad is not None], run.dist)
+        rows = gidx[mine]
+        n = len(rows)
+        x = torch.zeros((1, m, n_in), device=device)
+        y = torch.zeros((1, m), dtype=torch.int64, device=device)
+        w = torch.zeros((1, m), device=device)
+        mk1 = torch.zeros((1, m, hidden), device=device)
+        mk2 = torch.zeros((1, m, hidden), device=device)
+        x[0, :n] = run.source.train_features(rows, views[b * batch_size:(b + 1) * batch_size][mine])
+        y[0, :n] = run.labels[torch.from_numpy(rows).to(device)]
+        w[0, :n] = 1.0 / len(gidx)
+        mk1[0, :n], mk2[0, :n] = masks[0][mine].to(device), masks[1][mine].to(device)
+        loss = head_step(stack_p, stack_g, head.shift[None], head.scale[:1], x, y, w, (mk1, mk2))
+        _all_reduce_([q.grad for q in params if q.grad is not None], run.dist)
         run.optimizer.step()
-        loss_sum += torch.stack([loss.detach(), torch.tensor(float(len(gidx[mine])), device=device)])
+        loss_sum += torch.stack([loss[0].double(), torch.tensor(float(n), dtype=torch.float64, device=device)])
         if bar:
             bar.advance(batch_task)
     _all_reduce_([loss_sum], run.dist)

@@ -29,9 +29,11 @@ __all__ = [
     "check_on_grid",
     "dem_grid",
     "raster_units",
+    "read_db_windows",
     "read_mask_windows",
     "read_power_windows",
     "read_windows",
+    "to_db",
     "to_linear",
     "window_origins",
 ]
@@ -92,6 +94,19 @@ def to_linear(values: np.ndarray, units: str) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             v = np.power(np.float32(10.0), v / np.float32(10.0))
     return v
+
+
+def to_db(values: np.ndarray, units: str) -> np.ndarray:
+    """sigma0 in dB (float32); NaN stays NaN; non-positive linear power gives -inf or NaN (invalid).
+
+    dB values are returned as they are (no copy); linear ones are converted once (10 log10)."""
+    v = values.astype(np.float32, copy=False)
+    if units == "dB":
+        return v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(v)
+    out *= np.float32(10.0)
+    return out
 
 
 def window_origins(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,9 +170,9 @@ def read_windows(src, r0: np.ndarray, c0: np.ndarray, size: int, fill: float = n
     return out
 
 
-def read_power_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
-                       grid: Grid | None = None, where: str = "") -> np.ndarray:
-    """sigma0 windows in linear power, float32 (n, size, size), NaN where invalid or outside."""
+def _read_sigma0_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
+                         grid: Grid | None, where: str) -> tuple[np.ndarray, str]:
+    """Band 1 windows as stored (NaN where nodata, non-finite or outside) and their units."""
     with open_raster(path, where) as src:
         if grid is not None:
             check_on_grid(src, grid, path, where)
@@ -169,7 +184,19 @@ def read_power_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, de
     if nodata is not None and not np.isnan(nodata):
         raw[raw == np.float32(nodata)] = np.nan
     raw[~np.isfinite(raw)] = np.nan
-    return to_linear(raw, units)
+    return raw, units
+
+
+def read_power_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
+                       grid: Grid | None = None, where: str = "") -> np.ndarray:
+    """sigma0 windows in linear power, float32 (n, size, size), NaN where invalid or outside."""
+    return to_linear(*_read_sigma0_windows(path, r0, c0, size, default_units, grid, where))
+
+
+def read_db_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
+                    grid: Grid | None = None, where: str = "") -> np.ndarray:
+    """sigma0 windows in dB, float32 (n, size, size); NaN (or -inf: non-positive power) where invalid."""
+    return to_db(*_read_sigma0_windows(path, r0, c0, size, default_units, grid, where))
 
 
 def read_mask_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int,

@@ -50,7 +50,14 @@ from avalanche_hpc.ids import check_id
 from avalanche_hpc.inputs.grid import Grid
 from avalanche_hpc.preprocess.deposition import file_fingerprint, load_deposition
 from avalanche_hpc.preprocess.labels import label_map
-from avalanche_hpc.preprocess.raster import dem_grid, read_mask_windows, read_power_windows, window_origins
+from avalanche_hpc.preprocess.raster import (
+    dem_grid,
+    read_db_windows,
+    read_mask_windows,
+    read_power_windows,
+    to_db,
+    window_origins,
+)
 from avalanche_hpc.progress import progress_bar
 from avalanche_hpc.store.layout import CHANNELS, open_h5, read_attrs, write_patches
 from avalanche_hpc.study import LAYOVER_SHADOW, Acquisition, Study, fmt_yyyymmdd
@@ -60,6 +67,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "StudyInputs",
     "compute_channels",
+    "compute_channels_db",
     "incomplete_tasks",
     "list_tasks",
     "prepare_references",
@@ -69,7 +77,7 @@ __all__ = [
     "task_is_complete",
 ]
 
-PREPROCESS_VERSION = 1  # bump when the arithmetic or the shard content changes
+PREPROCESS_VERSION = 2  # bump when the arithmetic or the shard content changes (2: channels as dB differences)
 
 
 # -- the pure arithmetic ------------------------------------------------------------------------
@@ -82,22 +90,28 @@ def compute_channels(
     Inputs are (n, P, P) linear power with NaN where invalid; ``invalid`` (bool, same shape)
     adds layover/shadow. Channel order is ``store.CHANNELS``: VV*, VV*_old, VHdiff.
     """
+    a, b, c, d, e, f = (to_db(np.asarray(x), "linear") for x in (vv1, vh1, vv0, vh0, vv_summer, vh_summer))
+    return compute_channels_db(a, b, c, d, e, f, invalid)
+
+
+def compute_channels_db(
+    vv1: np.ndarray, vh1: np.ndarray, vv0: np.ndarray, vh0: np.ndarray,
+    vv_summer: np.ndarray, vh_summer: np.ndarray, invalid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``compute_channels`` on inputs already in dB (``raster.to_db``): the ratios are differences.
+
+    Each date is converted to dB once (a task's t1 is the next task's t0) and the summer reference
+    once per (season, orbit), where the ratio form took 4 divisions and 4 logarithms per task.
+    """
     n = len(vv1)
     out = np.empty((n, 3, *np.shape(vv1)[1:]), dtype=np.float32)
-
-    def db_ratio(a, b, dst):  # 10 log10(a / b) into dst; NaN/inf/non-positive inputs give non-finite
-        np.divide(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), out=dst)
-        np.log10(dst, out=dst)
-        dst *= np.float32(10.0)
-
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        db_ratio(vv1, vv_summer, out[:, 0])  # VV*     = 10 log10(VV / VV_summer)
-        db_ratio(vv0, vv_summer, out[:, 1])  # VV*_old = 10 log10(VV_old / VV_summer)
-        vh_old = np.empty_like(out[:, 2])
-        db_ratio(vh1, vh_summer, out[:, 2])  # VH*
-        db_ratio(vh0, vh_summer, vh_old)  # VH*_old
-        out[:, 2] -= vh_old  # VHdiff = VH* - VH*_old
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.subtract(vv1, vv_summer, out=out[:, 0])  # VV*     = 10 log10(VV / VV_summer)
+        np.subtract(vv0, vv_summer, out=out[:, 1])  # VV*_old = 10 log10(VV_old / VV_summer)
+        vh_old = np.subtract(vh0, vh_summer, dtype=np.float32)  # VH*_old
+        np.subtract(vh1, vh_summer, out=out[:, 2])  # VH*
         valid = np.isfinite(out[:, 0] + out[:, 1] + out[:, 2] + vh_old)
+        out[:, 2] -= vh_old  # VHdiff = VH* - VH*_old
     if invalid is not None:
         valid &= ~invalid
     np.copyto(out, np.float32(np.nan), where=~valid[:, None])
@@ -116,6 +130,7 @@ class StudyInputs:
     grid: Grid
     _summer_digest: dict = field(default_factory=dict)
     _summer: dict = field(default_factory=dict)  # (season, orbit) -> (digest, {"VV", "VH"} windows)
+    _summer_db: dict = field(default_factory=dict)  # (season, orbit) -> (linear dict it came from, dB windows)
     _labels: dict = field(default_factory=dict)  # (prev_date, date) -> label map (inventory + deposition only)
     _last_date: tuple | None = None  # ((orbit, date), (vv, vh, mask)): t1 of a task is t0 of the next
 
@@ -256,6 +271,16 @@ def summer_reference(inputs: StudyInputs, season: str, orbit: str) -> dict[str, 
     return out
 
 
+def summer_reference_db(inputs: StudyInputs, season: str, orbit: str) -> dict[str, np.ndarray]:
+    """``summer_reference`` in dB, converted once per (season, orbit) and process."""
+    lin = summer_reference(inputs, season, orbit)
+    memo = inputs._summer_db.get((season, orbit))
+    if memo is None or memo[0] is not lin:
+        memo = (lin, {band: to_db(arr, "linear") for band, arr in lin.items()})
+        inputs._summer_db[(season, orbit)] = memo
+    return memo[1]
+
+
 def prepare_references(root: Path, progress: bool = False) -> None:
     """Deposition zones and every (season, orbit) summer reference, before an array of tasks.
 
@@ -329,7 +354,7 @@ def incomplete_tasks(root: Path) -> list[Acquisition]:
 
 
 def _read_date(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """VV, VH (linear) and layover/shadow windows of one date; the last date read is kept in memory,
+    """VV, VH (dB) and layover/shadow windows of one date; the last date read is kept in memory,
     so a run of consecutive tasks in one process reads every date once, not twice."""
     if inputs._last_date is not None and inputs._last_date[0] == (orbit, date):
         return inputs._last_date[1]
@@ -341,8 +366,8 @@ def _read_date(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[
 def _read_date_files(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     study, p = inputs.study, inputs.patch_size
     where = f"orbit {orbit} date {fmt_yyyymmdd(date)}"
-    vv = read_power_windows(study.scene_path(orbit, date, "VV"), r0, c0, p, study.config.units, inputs.grid, where + " VV")
-    vh = read_power_windows(study.scene_path(orbit, date, "VH"), r0, c0, p, study.config.units, inputs.grid, where + " VH")
+    vv = read_db_windows(study.scene_path(orbit, date, "VV"), r0, c0, p, study.config.units, inputs.grid, where + " VV")
+    vh = read_db_windows(study.scene_path(orbit, date, "VH"), r0, c0, p, study.config.units, inputs.grid, where + " VH")
     mask = read_mask_windows(study.scene_path(orbit, date, LAYOVER_SHADOW), r0, c0, p, inputs.grid, where + " mask")
     return vv, vh, mask
 
@@ -356,11 +381,11 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
     if not force and _shard_is_current(shard, digest):
         log.debug("%s: shard up to date, skipped", acq.key)
         return shard, False
-    summer = summer_reference(inputs, acq.season, acq.orbit)
+    summer = summer_reference_db(inputs, acq.season, acq.orbit)
     r0, c0 = inputs.origins()
     vv0, vh0, m0 = _read_date(inputs, acq.orbit, acq.previous, r0, c0)
     vv1, vh1, m1 = _read_date(inputs, acq.orbit, acq.date, r0, c0)
-    patches, frac = compute_channels(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"], m1 | m0)
+    patches, frac = compute_channels_db(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"], m1 | m0)
     dep = inputs.deposition
     meta = pd.DataFrame({
         "path_id": dep["path_id"].astype(str).to_numpy(),
