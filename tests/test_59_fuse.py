@@ -12,11 +12,27 @@ import pandas as pd
 import pytest
 
 from avalanche_hpc.fuse import fuse_parts
-from avalanche_hpc.fuse.evaluation import event_scores, unit_scores
+from avalanche_hpc.fuse.appearance import appearance_flags
+from avalanche_hpc.fuse.evaluation import event_scores, geometric_floor, unit_scores
 from avalanche_hpc.fuse.geometry import cos_local_incidence, faces_sensor
-from avalanche_hpc.fuse.methods import OR_THRESHOLD, detections, orbit_detections, rule_scores, unit_decisions
+from avalanche_hpc.fuse.methods import (
+    EVIDENCE,
+    METHODS,
+    OR_THRESHOLD,
+    detections,
+    orbit_detections,
+    rule_scores,
+    unit_decisions,
+)
+from avalanche_hpc.fuse.selection import select_product
 from avalanche_hpc.fuse.units import PART_USE, build_units
-from avalanche_hpc.fuse.windows import covering_window, elementary_intervals, intersect
+from avalanche_hpc.fuse.windows import (
+    covering_window,
+    elementary_intervals,
+    intersect,
+    orbit_offset_days,
+    time_weighted_unit_widths,
+)
 from avalanche_hpc.study import OrbitConfig, SeasonConfig, StudyConfig
 
 D = dt.date
@@ -50,7 +66,7 @@ def _fuse(dates, scores, rule="max", threshold=0.5, **kw):
     parts = _parts(dates, scores, **kw)
     units = build_units(parts, _config(tuple(dates)), {(S, o): d for o, d in dates.items()}, list(dates),
                         {o: threshold for o in dates}, None, None)
-    return units, detections(units, rule_scores(units, rule), threshold)
+    return units, detections(units, rule_scores(units, rule), threshold, EVIDENCE.get(rule, "det"))
 
 
 # -- the four-orbit preset ----------------------------------------------------------------------------
@@ -204,6 +220,128 @@ def test_or_rule_keeps_every_orbit_decision_and_intersects_the_positive_windows(
     assert event_scores(day2, day2, dets)["pod"] == 0.0
 
 
+def _appear(dates, scores, **kw):
+    parts = _parts(dates, scores, **kw)
+    flags = appearance_flags(parts, {o: 0.5 for o in dates})
+    return [(r.orbit, r.date) for r, f in zip(parts.itertuples(), flags, strict=True) if f]
+
+
+def test_appearance_is_the_first_window_of_a_run_of_positives():
+    days = [D(2018, 1, 1 + 6 * k) for k in range(6)]  # windows ending 7, 13, 19, 25, 31
+    dates = {"D": days}
+    # a positive run of 3 windows (7, 13, 19) -> one appearance, at the first; a new run (31) -> a second one
+    run = {("D", "P1", d): 0.9 for d in (days[1], days[2], days[3])} | {("D", "P1", days[5]): 0.8}
+    assert _appear(dates, run) == [("D", "2018-01-07"), ("D", "2018-01-31")]
+    # rows in any order: the same
+    parts = _parts(dates, run).sample(frac=1.0, random_state=1)
+    flags = appearance_flags(parts, {"D": 0.5})
+    assert sorted(parts.loc[flags, "date"]) == ["2018-01-07", "2018-01-31"]
+    # an unobserved (NaN) window inside the run is skipped when looking back: still one appearance
+    assert _appear(dates, run, unobserved={("D", "P1", days[2])}) == [("D", "2018-01-07"), ("D", "2018-01-31")]
+    # ... also when the negative window before a positive is unobserved: the look-back reaches the positive before
+    gap = {("D", "P1", days[1]): 0.9, ("D", "P1", days[3]): 0.9}
+    assert _appear(dates, gap, unobserved={("D", "P1", days[2])}) == [("D", "2018-01-07")]
+    # the first window of the season positive: an appearance; per corridor and per orbit
+    first = {("D", "P1", days[1]): 0.9, ("D", "P2", days[2]): 0.9, ("D", "P2", days[3]): 0.9}
+    assert _appear(dates, first, paths=("P1", "P2")) == [("D", "2018-01-07"), ("D", "2018-01-13")]
+    parts = _parts(dates, first, paths=("P1", "P2"))
+    single = orbit_detections(parts, "D", 0.5, appearance=True)
+    assert single[["path_id", "start", "end"]].to_numpy().tolist() == [["P1", "2018-01-01", "2018-01-07"],
+                                                                       ["P2", "2018-01-07", "2018-01-13"]]
+    assert len(orbit_detections(parts, "D", 0.5)) == 3  # raw: every positive window
+
+
+def test_or_appear_intersects_appearance_windows_and_ignores_persisting_positives():
+    dates = {"D": [D(2018, 1, 1), D(2018, 1, 7), D(2018, 1, 13), D(2018, 1, 19)],
+             "A": [D(2018, 1, 3), D(2018, 1, 9), D(2018, 1, 15), D(2018, 1, 21)]}
+    # two orbits whose appearance windows overlap: D (1, 7], A (3, 9]; both stay positive after -> one detection,
+    # window (3, 7]; the persisting windows create no detection
+    persist = {("D", "P1", D(2018, 1, 7)): 0.9, ("D", "P1", D(2018, 1, 13)): 0.9, ("D", "P1", D(2018, 1, 19)): 0.9,
+               ("A", "P1", D(2018, 1, 9)): 0.8, ("A", "P1", D(2018, 1, 15)): 0.8, ("A", "P1", D(2018, 1, 21)): 0.8}
+    units, dets = _fuse(dates, persist, rule="or_appear")
+    assert dets[["start", "end", "orbits"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07", "D;A"]]
+    # appearance windows: D's (1, 7] over units (1, 3], (3, 7]; A's (3, 9] over (3, 7], (7, 9]; nothing after day 9
+    assert units.appeared().tolist() == [[True, False], [True, True], [False, True]] + [[False, False]] * 4
+    # the plain or rule: the persisting positives cut into touching intersections, one detection each (4 false alarms)
+    _, raw = _fuse(dates, persist, rule="or")
+    assert len(raw) == 5 and raw["width_days"].tolist() == [4, 2, 4, 2, 4]
+    # a persisting positive of orbit B (here A: positive from (3, 9] on, its deposit of day 4-9) after orbit D's
+    # appearance (D saw a new deposit appear in (13, 19]) does not narrow D's window: (13, 19], D alone
+    late = {("A", "P1", D(2018, 1, 9)): 0.8, ("A", "P1", D(2018, 1, 15)): 0.8, ("A", "P1", D(2018, 1, 21)): 0.8,
+            ("D", "P1", D(2018, 1, 19)): 0.9}
+    _, dets = _fuse(dates, late, rule="or_appear")
+    assert dets[["start", "end", "orbits"]].to_numpy().tolist() == [["2018-01-03", "2018-01-09", "A"],
+                                                                      ["2018-01-13", "2018-01-19", "D"]]
+    # the plain or rule: A's persisting (9, 15] and (15, 21] narrow D's window into two pieces named "D;A"
+    _, raw = _fuse(dates, late, rule="or")
+    got = raw[["start", "end", "orbits"]].to_numpy().tolist()
+    assert ["2018-01-13", "2018-01-15", "D;A"] in got and ["2018-01-15", "2018-01-19", "D;A"] in got
+    assert all(w < 6 for w in raw.loc[raw["orbits"].str.contains("D"), "width_days"])
+    # an unobserved window of A inside its run: still one appearance, so still one detection
+    _, dets = _fuse(dates, persist, rule="or_appear", unobserved={("A", "P1", D(2018, 1, 15))})
+    assert dets[["start", "end"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07"]]
+
+
+def test_vote_appear_needs_two_orbits_whose_appearance_windows_intersect():
+    dates = {"D": [D(2018, 1, 1), D(2018, 1, 7), D(2018, 1, 13), D(2018, 1, 19)],
+             "A": [D(2018, 1, 3), D(2018, 1, 9), D(2018, 1, 15), D(2018, 1, 21)]}
+    # two orbits agree (D (1, 7], A (3, 9]; both persist after): one detection, the intersection (3, 7]
+    persist = {("D", "P1", D(2018, 1, 7)): 0.9, ("D", "P1", D(2018, 1, 13)): 0.9,
+               ("A", "P1", D(2018, 1, 9)): 0.8, ("A", "P1", D(2018, 1, 15)): 0.8}
+    units, dets = _fuse(dates, persist, rule="vote_appear")
+    assert dets[["start", "end", "orbits", "n_orbits"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07", "D;A", 2]]
+    assert rule_scores(units, "vote_appear").tolist() == [0.0, 1.0] + [0.0] * 5  # only the unit both windows hold
+    # one orbit alone saw it appear: nothing (or_appear: D's window)
+    alone = {("D", "P1", D(2018, 1, 7)): 0.9, ("A", "P1", D(2018, 1, 15)): 0.8}  # A's appearance (9, 15]: disjoint
+    assert _fuse(dates, alone, rule="vote_appear")[1].empty
+    assert len(_fuse(dates, alone, rule="or_appear")[1]) == 2
+    # ... nor does a persisting positive vote: A positive (3, 9] onwards, D appears (13, 19] -> no agreement there
+    late = {("A", "P1", D(2018, 1, 9)): 0.8, ("A", "P1", D(2018, 1, 15)): 0.8, ("A", "P1", D(2018, 1, 21)): 0.8,
+            ("D", "P1", D(2018, 1, 19)): 0.9}
+    assert _fuse(dates, late, rule="vote_appear")[1].empty
+    # three orbits, only two of whose appearance windows intersect: B appears in (11, 17], disjoint from D's and A's
+    three = {**dates, "B": [D(2018, 1, 5), D(2018, 1, 11), D(2018, 1, 17)]}
+    units, dets = _fuse(three, {**persist, ("B", "P1", D(2018, 1, 17)): 0.7}, rule="vote_appear")
+    assert dets[["start", "end", "orbits"]].to_numpy().tolist() == [["2018-01-03", "2018-01-07", "D;A"]]
+    # ... and when all three intersect (B appears in (5, 11]): the three-way intersection (5, 7]
+    _, dets = _fuse(three, {**persist, ("B", "P1", D(2018, 1, 11)): 0.7}, rule="vote_appear")
+    assert dets[["start", "end", "orbits", "n_orbits"]].to_numpy().tolist() == [["2018-01-05", "2018-01-07", "D;A;B", 3]]
+
+
+def test_product_selection_rule():
+    orbits = {"D": {"pod": 0.40, "far": 0.70}, "A": {"pod": 0.30, "far": 0.60}, "X": {"pod": 0.0, "far": None}}
+    # qualifying (FAR <= 0.60, the lowest single-orbit FAR): max and vote_appear -> the higher POD
+    methods = {"max": {"pod": 0.30, "far": 0.55}, "or_appear": {"pod": 0.50, "far": 0.80},
+               "vote_appear": {"pod": 0.35, "far": 0.60}, "stacker": {"pod": 0.10, "far": 0.20}}
+    got = select_product(methods, orbits, METHODS)
+    assert (got["method"], got["far_bound"], got["far_bound_orbit"]) == ("vote_appear", 0.60, "A")
+    assert set(got["qualifying"]) == {"max", "vote_appear", "stacker"}
+    # POD tie -> the lower FAR
+    methods["max"] = {"pod": 0.35, "far": 0.50}
+    assert select_product(methods, orbits, METHODS)["method"] == "max"
+    # none qualifies -> the lowest FAR (tie -> the higher POD); a method without detections (FAR None) never wins
+    none = {"max": {"pod": 0.2, "far": 0.65}, "or": {"pod": 0.3, "far": 0.65}, "noisy_or": {"pod": 0.0, "far": None},
+            "or_appear": {"pod": 0.5, "far": 0.9}}
+    got = select_product(none, orbits, METHODS)
+    assert got["method"] == "or" and got["qualifying"] == [] and "lowest validation FAR" in got["reason"]
+
+
+def test_geometric_floor_of_the_window():
+    dates = {"D": [D(2018, 1, 1), D(2018, 1, 7), D(2018, 1, 13)], "A": [D(2018, 1, 2), D(2018, 1, 8), D(2018, 1, 14)]}
+    units, _ = _fuse(dates, {}, paths=("P1", "P2"))  # units (1,2], (2,7], (7,8], (8,13], (13,14]
+    events = pd.DataFrame({"event_id": ["E1", "E2", "E3"], "path_id": ["P1", "P2", "P1"],
+                           "date": ["2018-01-02", "2018-01-05", "2018-01-10"]})
+    floor = geometric_floor(events, units)
+    assert (floor["events"], floor["median"], floor["events_per_width_days"]) == (3, 5.0, {"1": 1, "5": 2})
+    # Sentinel-1: 175 relative orbits in 12 days; the paper zone's four orbits, time-weighted unit widths
+    off = [orbit_offset_days(n, 66) for n in (66, 139, 88, 161)]
+    assert off == pytest.approx([0.0, 73 * 12 / 175, 22 * 12 / 175, 95 * 12 / 175])
+    q1, med, q3 = time_weighted_unit_widths(off, 6.0)   # S1A + S1B: gaps 0.51, 0.99, 0.99, 3.50 days
+    assert (q1, med, q3) == pytest.approx((0.994, 3.497, 3.497), abs=1e-3)
+    assert time_weighted_unit_widths(off, 12.0) == pytest.approx([1.509, 3.497, 5.486], abs=1e-3)  # S1A only
+    assert time_weighted_unit_widths([0, 1, 1, 2], 6.0) == [1, 4, 4]  # the demo4 dates: 1 + 1 + 4 days
+
+
 def test_geometry_faces_and_local_incidence():
     # descending orbit looking west (280 deg): an east-facing slope faces the sensor, a west-facing one does not
     assert faces_sensor(90.0, 280.0) and not faces_sensor(270.0, 280.0)
@@ -242,7 +380,7 @@ def test_fused_layer_in_the_geopackage(fused_study):
     layer = gpd.read_file(paths.geopackage, layer=FUSED_LAYER)
     assert list(layer.columns) == [*FUSED_COLUMNS, "geometry"] and layer.crs.to_epsg() == study.config.crs_epsg
     model = json.loads(paths.fusion_model.read_text())
-    assert set(layer["method"]) <= {"max", "noisy_or", "stacker", "or"} and len(layer) > 0
+    assert set(layer["method"]) <= set(METHODS) and len(layer) > 0
     assert (layer["product"] == (layer["method"] == model["product_method"])).all()
     corridors = study.read_corridors().set_index("path_id")
     assert all(g.equals(corridors.geometry[p]) for g, p in zip(layer.geometry[:20], layer["path_id"][:20], strict=True))
@@ -261,7 +399,15 @@ def test_fused_layer_in_the_geopackage(fused_study):
     # the evaluation: every orbit alone and the fused methods, numbers in range
     ev = pd.read_csv(paths.fusion_evaluation)
     assert set(ev.loc[ev["kind"] == "orbit", "orbits"]) == {o.id for o in study.config.orbits}
-    assert {"max", "noisy_or", "or"} <= set(ev.loc[ev["kind"] == "fused", "method"])
+    assert {"max", "noisy_or", "or", "or_appear", "vote_appear"} <= set(ev.loc[ev["kind"] == "fused", "method"])
+    # each orbit twice: raw (the detect product) and with appearance dating, which keeps a subset of its windows
+    single = ev[ev["kind"] == "orbit"]
+    assert sorted(single["method"].value_counts().to_dict().items()) == [("appearance", len(study.config.orbits)),
+                                                                         ("single orbit", len(study.config.orbits))]
+    by = single.set_index(["orbits", "method"])["detections"]
+    assert all(by[(o.id, "appearance")] <= by[(o.id, "single orbit")] for o in study.config.orbits)
+    floor = model["geometric_floor"]
+    assert floor["events"] == sum(floor["events_per_width_days"].values()) > 0 and floor["q1"] <= floor["median"]
     for c in ("accuracy", "recall", "pod", "far"):
         v = ev[c].dropna()
         assert ((v >= 0) & (v <= 1)).all(), c
@@ -289,16 +435,23 @@ def test_stacker_and_thresholds_never_see_test_rows(fused_study):
     again = fuse_parts(study, perturbed, record, split_csv)
     cfg, cfg2 = base.model["configurations"], again.model["configurations"]
     assert cfg == cfg2  # thresholds, stacker coefficients (when fitted) and validation F1: unchanged
-    assert base.model["product_method"] == again.model["product_method"] == "or"  # fixed a priori
-    for name, c in cfg.items():  # the or rule fits no threshold: the orbits' own (validation) thresholds
-        assert c["methods"]["or"]["threshold"]["threshold"] == 0.5, name
+    # the product is chosen on the validation corridors only: its figures and the choice do not move
+    sel = base.model["product_selection"]
+    assert sel == again.model["product_selection"] and sel["validation_events"] > 0
+    assert base.model["product_method"] == again.model["product_method"] == sel["method"]
+    assert set(sel["methods"]) == {m for m in METHODS if "skipped" not in cfg["all orbits"]["methods"][m]}
+    assert set(sel["single_orbits"]) == {o.id for o in study.config.orbits}
+    for name, c in cfg.items():  # the or rules fit no threshold: the orbits' own (validation) thresholds
+        for m in ("or", "or_appear", "vote_appear"):
+            assert c["methods"][m]["threshold"]["threshold"] == 0.5, (name, m)
     # ... while what is evaluated on those corridors did change
     assert not base.evaluation[["pod", "far", "f1"]].equals(again.evaluation[["pod", "far", "f1"]])
     # perturbing validation rows does change the fit
     val_rows = parts["path_id"].isin(val)
     perturbed = parts.copy()
     perturbed.loc[val_rows, "cnn_prob"] = rng.random(int(val_rows.sum()))
-    assert fuse_parts(study, perturbed, record, split_csv).model["configurations"] != cfg
+    moved = fuse_parts(study, perturbed, record, split_csv).model
+    assert moved["configurations"] != cfg and moved["product_selection"]["methods"] != sel["methods"]
 
 
 def test_report_section_orbit_fusion(fused_study):
@@ -315,4 +468,11 @@ def test_report_section_orbit_fusion(fused_study):
     assert "POD east-facing" in methods.columns and "Window median (days)" in methods.columns
     assert len(methods.rows) == len(pd.read_csv(study.detection_paths(EXPERIMENT).fusion_evaluation))
     assert tables["fusion_octants"].columns[1:] == ["N", "NE", "E", "SE", "S", "SW", "W", "NW"]
-    assert data["product_method"] == "or" and data["evaluation"]
+    model = json.loads(study.detection_paths(EXPERIMENT).fusion_model.read_text())
+    assert data["product_method"] == model["product_selection"]["method"] and data["evaluation"]
+    from avalanche_hpc.report.fusion import METHOD_NAMES
+
+    chosen = [r[0] for r in tables["fusion_selection"].rows if r[-1]]
+    assert chosen == [f"all orbits: {METHOD_NAMES[model['product_method']]}"]
+    assert "(appearance)" in " ".join(r[0] for r in methods.rows)
+    assert any(isinstance(i, str) and i.startswith("Geometric floor of the window") for i in section.items)

@@ -16,6 +16,9 @@ CNN weight, threshold or stacker coefficient was chosen on them.
   POD = TP / (TP + FN), FAR = FP / (TP + FP) (Eckerstorfer et al. 2019); POD on east-facing
   deposits (aspect in (0, 180) degrees, the report's definition) and per aspect octant.
 - **Window widths** of the true detections (their window holds an event): median and quartiles, days.
+- **Geometric floor** (``geometric_floor``): per evaluated event, the width of the unit (elementary
+  interval of all the orbits' acquisitions) that holds its true date: the narrowest window any
+  fusion of these acquisitions can give it; median and quartiles.
 """
 
 from __future__ import annotations
@@ -55,6 +58,20 @@ def observed_events(truth: pd.DataFrame, units: UnitTable, corridors: set[str]) 
     m = ev.merge(obs, on="path_id", how="inner")
     m = m[(m["unit_start"] < m["date"]) & (m["date"] <= m["unit_end"])]
     return ev[ev["event_id"].isin(set(m["event_id"]))].reset_index(drop=True)
+
+
+def geometric_floor(events: pd.DataFrame, units: UnitTable) -> dict:
+    """Median and quartiles (days) of the width of the unit holding each event's true date, and the count per width."""
+    f = units.frame[["path_id", "unit_start", "unit_end"]].drop_duplicates()
+    m = events[["event_id", "path_id", "date"]].merge(f, on="path_id", how="inner")
+    m = m[(m["unit_start"] < m["date"]) & (m["date"] <= m["unit_end"])].drop_duplicates("event_id")
+    w = (pd.to_datetime(m["unit_end"]) - pd.to_datetime(m["unit_start"])).dt.days.to_numpy(dtype=float)
+    counts = pd.Series(w).value_counts().sort_index()
+    return {"events": len(w), "median": float(np.median(w)) if len(w) else None,
+            "q1": float(np.quantile(w, 0.25)) if len(w) else None, "q3": float(np.quantile(w, 0.75)) if len(w) else None,
+            "events_per_width_days": {str(int(k)): int(v) for k, v in counts.items()},
+            "definition": "per evaluated event, the width of the elementary unit (consecutive acquisitions of any "
+                          "orbit) holding its true date: the narrowest window any fusion of these acquisitions gives"}
 
 
 def event_scores(events: pd.DataFrame, truth: pd.DataFrame, dets: pd.DataFrame) -> dict:

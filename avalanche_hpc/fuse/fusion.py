@@ -5,13 +5,18 @@ more than one orbit) runs, on the detection rows of every orbit:
 
 - configurations: all orbits, and each direction alone when it has two or more orbits;
 - per configuration, the unit table (``units``), the methods (``methods``: ``max``,
-  ``noisy_or``, ``stacker``, each with its threshold chosen on the validation corridors, and
-  ``or``, the union of the orbits' own decisions, with none), and their fused detections over
-  every corridor;
-- the single orbits as they are (their positive windows, the detector's threshold);
+  ``noisy_or``, ``stacker``, each with its threshold chosen on the validation corridors; ``or``, the
+  union of the orbits' own decisions, and ``or_appear``, the union of the orbits' appearance windows,
+  with none), and their fused detections over every corridor;
+- the single orbits as they are (their positive windows, the detector's threshold), and each with
+  appearance dating (only the first window of each run of positives: ``appearance``);
 - the evaluation of all of them on the evaluation corridors (``evaluation``);
-- the *product* method: the all-orbit ``or`` rule (fixed a priori, docs/fusion.md); its detections, and the other methods', form the GeoPackage's
-  ``fused`` layer, each labelled from the inventory with the per-orbit rule over its window.
+- the geometric floor: per evaluation event, the width of the unit holding its true date (the
+  narrowest window any fusion of these acquisitions can give);
+- the *product* method, chosen on the validation corridors by the goal (``selection``, decided before
+  seeds 5-7, docs/fusion.md; without truth: the all-orbit ``or_appear`` rule); its detections, and the
+  other methods', form the GeoPackage's ``fused`` layer, each labelled from the inventory with the
+  per-orbit rule over its window.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ import pandas as pd
 
 from avalanche_hpc.fuse import evaluation as ev
 from avalanche_hpc.fuse.methods import (
+    EVIDENCE,
     METHODS,
+    NO_FITTED_THRESHOLD,
     OR_THRESHOLD,
     choose_fused_threshold,
     detections,
     orbit_detections,
     rule_scores,
 )
+from avalanche_hpc.fuse.selection import RULE as SELECTION_RULE
+from avalanche_hpc.fuse.selection import select_product
 from avalanche_hpc.fuse.stacker import Stacker
 from avalanche_hpc.fuse.units import PART_USE, UnitTable, build_units
 from avalanche_hpc.learn.splits import read_split
@@ -41,10 +50,10 @@ from avalanche_hpc.study import Study
 
 log = logging.getLogger(__name__)
 
-FUSION_VERSION = 2
-PRODUCT_METHOD = "or"
-PRODUCT_RULE = ("fixed a priori: the all-orbit 'or' rule (any orbit positive at its own validation threshold); "
-                "no fused threshold or method is chosen on the few positive validation units")
+FUSION_VERSION = 4
+PRODUCT_METHOD = "or_appear"  # the product when the study has no truth to choose on (selection below)
+PRODUCT_RULE = ("no truth.csv: the all-orbit 'or_appear' rule, fixed a priori before seed 4 (any orbit that saw the "
+                "deposit appear; fused window = intersection of the appearance windows)")
 ALL = "all orbits"
 FUSED_COLUMNS = ["method", "product", "season", "path_id", "massif", "start", "end", "width_days", "score", "orbits",
                  "n_orbits", "label", "event_id"]
@@ -88,6 +97,25 @@ def label_windows(dets: pd.DataFrame, inventory: pd.DataFrame, corridors: pd.Dat
     return dets
 
 
+def validation_selection(rows: list[dict[str, Any]], truth: pd.DataFrame, all_units: UnitTable,
+                         val: set[str]) -> dict[str, Any]:
+    """Event POD/FAR on the validation corridors of the all-orbit methods and single orbits (raw) in ``rows``
+    (their ``_dets`` over every corridor), and the product by ``selection.select_product``."""
+    events = ev.observed_events(truth, all_units, val)
+    val_truth = truth[truth["path_id"].isin(val)]
+    keep = ("pod", "pod_east", "far", "detections", "detected", "events")
+
+    def scores(dets: pd.DataFrame) -> dict[str, Any]:
+        s = ev.event_scores(events, val_truth, dets[dets["path_id"].isin(val)])
+        return {k: (None if isinstance(s[k], float) and not np.isfinite(s[k]) else s[k]) for k in keep}
+
+    methods = {r["method"]: scores(r["_dets"]) for r in rows if r["kind"] == "fused" and r["orbits"] == ALL}
+    orbits = {r["orbits"]: scores(r["_dets"]) for r in rows if r["kind"] == "orbit" and r["method"] == "single orbit"}
+    choice = select_product(methods, orbits, METHODS)
+    return {**choice, "population": "validation corridors of the split (truth events in observed units)",
+            "validation_events": len(events), "methods": methods, "single_orbits": orbits}
+
+
 def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path) -> FusionResult | None:
     """Fusion of the detection rows ``parts`` (every orbit; ``units.PART_USE`` columns); None with one orbit."""
     orbits = [o.id for o in study.config.orbits if o.id in set(parts["orbit"])]
@@ -128,12 +156,14 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
             else:
                 score = rule_scores(units, method)
                 info = {}
-            if method == "or":  # the orbits' own thresholds: none is fitted here (validation F1 for information)
-                info["threshold"] = choose_fused_threshold(units, score, val_mask, candidates=np.array([OR_THRESHOLD]))
+            evidence = EVIDENCE.get(method, "det")
+            if method in NO_FITTED_THRESHOLD:  # the orbits' own thresholds: none fitted here (validation F1 for information)
+                info["threshold"] = choose_fused_threshold(units, score, val_mask, candidates=np.array([OR_THRESHOLD]),
+                                                           evidence=evidence)
             else:
                 info["threshold"] = choose_fused_threshold(units, score, val_mask)
             cfg["methods"][method] = info
-            dets = detections(units, score, info["threshold"]["threshold"])
+            dets = detections(units, score, info["threshold"]["threshold"], evidence)
             if name == ALL:
                 fused.append(dets.assign(method=method))
             rows.append({"method": method, "orbits": name, "kind": "fused", "threshold": info["threshold"]["threshold"],
@@ -142,18 +172,25 @@ def fuse_parts(study: Study, parts: pd.DataFrame, record: dict, split_csv: Path)
     for o in orbits:
         rows.append({"method": "single orbit", "orbits": o, "kind": "orbit", "threshold": threshold,
                      "_dets": orbit_detections(parts, o, threshold)})
-    # the product: the all-orbit ``or`` rule, fixed before any evaluation (docs/fusion.md: the validation
-    # corridors hold too few positive units, 10-13 on demo4, to choose a method or a threshold by F1)
-    product = PRODUCT_METHOD
+        rows.append({"method": "appearance", "orbits": o, "kind": "orbit", "threshold": threshold,
+                     "_dets": orbit_detections(parts, o, threshold, appearance=True)})
     model["validation_f1"] = {m: i["threshold"]["val_f1"] for m, i in model["configurations"][ALL]["methods"].items()
                               if "threshold" in i}
+    all_units = tables[ALL]
+    # the product: chosen on the validation corridors by the goal (event POD and FAR; ``selection``), decided
+    # before seeds 5-7; the evaluation corridors are not read here
+    product, model["product_rule"] = PRODUCT_METHOD, PRODUCT_RULE
+    if truth is not None:
+        selection = validation_selection(rows, truth, all_units, val)
+        product, model["product_rule"] = selection["method"], SELECTION_RULE
+        model["product_selection"] = selection
     model["product_method"] = product
-    model["product_rule"] = PRODUCT_RULE
 
     # evaluation, on the evaluation corridors only
-    all_units = tables[ALL]
     eval_mask = all_units.frame["path_id"].isin(eval_paths).to_numpy()
     events = ev.observed_events(truth, all_units, eval_paths) if truth is not None else None
+    if events is not None:
+        model["geometric_floor"] = ev.geometric_floor(events, all_units)
     out_rows = []
     for r in rows:
         dets = r.pop("_dets")

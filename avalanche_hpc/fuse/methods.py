@@ -10,6 +10,12 @@
   positive for ``or``. (At event level a fused window can still be narrowed past an event that
   only one orbit saw, when another orbit's positive window in the same run is the reference:
   ``detections`` below.)
+- ``or_appear``: 1 when some orbit saw the deposit *appear* over the unit (``appearance``: that orbit's
+  window is positive at its own threshold and its previous observed window of the corridor was
+  negative), else 0. Positives that merely persist (the CNN compares each image with a summer
+  reference, so debris stays positive after it appeared) neither create detections nor narrow
+  windows: the orbits that saw the deposit appear are, for this rule, those whose window over the
+  unit is an *appearance* window. No threshold of its own, as ``or``.
 - ``stacker``: a logistic regression (``stacker.Stacker``) trained on the validation corridors'
   labelled units, which also sees each orbit's viewing geometry and the age of its window.
 
@@ -20,7 +26,9 @@ reference is the run's best unit (highest score, then most orbits detecting it, 
 summed probability). The orbits that *saw the deposit appear* are those whose window over that
 unit reaches their own threshold (the detector's); when none does (evidence combined below the
 single-orbit thresholds) the orbit with the highest probability. The fused release window is the
-intersection of those orbits' windows (never empty: they all hold the reference unit).
+intersection of those orbits' windows (never empty: they all hold the reference unit). For
+``or_appear`` (``EVIDENCE``) they are the orbits whose window over the reference unit is an
+appearance window, so a later orbit's persisting positive does not narrow the window past the event.
 
 **Unit decisions** (``unit_decisions``): a unit is claimed positive when it lies inside one of the
 method's detection windows (for a single orbit: inside one of its positive windows), so a wide
@@ -36,10 +44,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from avalanche_hpc.fuse.appearance import appearance_flags, positive
 from avalanche_hpc.fuse.units import EPOCH, NO_DAY, UnitTable, days
 
-RULES = ("max", "noisy_or", "or")
-METHODS = ("max", "noisy_or", "stacker", "or")
+VOTE_K = 2  # vote_appear: orbits whose appearance windows must intersect over a unit
+# rules on the appearance windows: the least number of orbits that saw the deposit appear over a unit
+APPEAR_VOTES = {"or_appear": 1, "vote_appear": VOTE_K}
+RULES = ("max", "noisy_or", "or", *APPEAR_VOTES)
+METHODS = ("max", "noisy_or", "stacker", "or", *APPEAR_VOTES)
+NO_FITTED_THRESHOLD = ("or", *APPEAR_VOTES)  # decisions of the orbits' own (validation) thresholds
+# which orbits "saw the deposit appear" at a unit, per method: their own decision (det), or an appearance (app)
+EVIDENCE = dict.fromkeys(APPEAR_VOTES, "app")
 OR_THRESHOLD = 0.5  # the ``or`` score is 0 or 1: no threshold is chosen for it
 DETECTION_COLUMNS = ["season", "path_id", "massif", "start", "end", "width_days", "score", "orbits", "n_orbits"]
 
@@ -56,32 +71,38 @@ def rule_scores(units: UnitTable, rule: str) -> np.ndarray:
         return np.where(np.isfinite(s).any(axis=1), out, np.nan)
     if rule == "or":
         return np.where(np.isfinite(s).any(axis=1), units.detected().any(axis=1).astype(float), np.nan)
+    if rule in APPEAR_VOTES:  # at least k orbits' appearance windows hold the unit (so they intersect there)
+        votes = units.appeared().sum(axis=1)
+        return np.where(np.isfinite(s).any(axis=1), (votes >= APPEAR_VOTES[rule]).astype(float), np.nan)
     raise ValueError(f"unknown fusion rule {rule!r}: one of {RULES}")
 
 
-def _reference(units: UnitTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _reference(units: UnitTable, evidence: str = "det") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per unit: (start, end) in days of the intersection of the windows of the orbits that saw the deposit
-    appear there, and those orbits (bool, units x orbits). Cached on the table."""
-    if "ref_start" not in units._cache:
-        s, det = units.scores(), units.detected()
+    appear there, and those orbits (bool, units x orbits). ``evidence``: ``det`` (an orbit's own decision)
+    or ``app`` (an appearance window of the orbit). Cached on the table."""
+    key = f"ref_start_{evidence}"
+    if key not in units._cache:
+        s = units.scores()
+        det = units.appeared() if evidence == "app" else units.detected()
         fin = np.isfinite(s)
         best = np.argmax(np.where(fin, s, -np.inf), axis=1)
         chosen = det.copy()
         none = np.flatnonzero(~det.any(axis=1))
         chosen[none, best[none]] = fin[none, best[none]]
-        units._cache["ref_chosen"] = chosen
-        units._cache["ref_start"] = np.where(chosen, units.array("ws"), NO_DAY).max(axis=1)
-        units._cache["ref_end"] = np.where(chosen, units.array("we"), -NO_DAY).min(axis=1)
-        units._cache["n_det"] = det.sum(axis=1)
-        units._cache["sum_det"] = np.where(det, s, 0.0).sum(axis=1)
-    return units.array("ref_start"), units.array("ref_end"), units.array("ref_chosen")
+        units._cache[f"ref_chosen_{evidence}"] = chosen
+        units._cache[key] = np.where(chosen, units.array("ws"), NO_DAY).max(axis=1)
+        units._cache[f"ref_end_{evidence}"] = np.where(chosen, units.array("we"), -NO_DAY).min(axis=1)
+        units._cache[f"n_det_{evidence}"] = det.sum(axis=1)
+        units._cache[f"sum_det_{evidence}"] = np.where(det, s, 0.0).sum(axis=1)
+    return units.array(key), units.array(f"ref_end_{evidence}"), units.array(f"ref_chosen_{evidence}")
 
 
-def detection_refs(units: UnitTable, score: np.ndarray, threshold: float) -> np.ndarray:
+def detection_refs(units: UnitTable, score: np.ndarray, threshold: float, evidence: str = "det") -> np.ndarray:
     """Index of the reference unit of each fused detection (runs of units scoring >= ``threshold``)."""
     if units.frame.empty:
         return np.zeros(0, dtype=np.int64)
-    start, end, _ = _reference(units)
+    start, end, _ = _reference(units, evidence)
     pos = np.nan_to_num(score, nan=-np.inf) >= threshold
     group = units.array("group")
     new_group = np.r_[True, group[1:] != group[:-1]]
@@ -93,17 +114,18 @@ def detection_refs(units: UnitTable, score: np.ndarray, threshold: float) -> np.
     idx = np.flatnonzero(pos)
     if len(idx) == 0:
         return idx
-    order = np.lexsort((-units.array("sum_det")[idx], -units.array("n_det")[idx], -score[idx], run_id[idx]))
+    order = np.lexsort((-units.array(f"sum_det_{evidence}")[idx], -units.array(f"n_det_{evidence}")[idx], -score[idx],
+                        run_id[idx]))
     ref = idx[order]
     return ref[np.r_[True, run_id[ref][1:] != run_id[ref][:-1]]]
 
 
-def detections(units: UnitTable, score: np.ndarray, threshold: float) -> pd.DataFrame:
-    """The fused detections (``DETECTION_COLUMNS``) of a unit score at ``threshold``."""
-    ref = detection_refs(units, score, threshold)
+def detections(units: UnitTable, score: np.ndarray, threshold: float, evidence: str = "det") -> pd.DataFrame:
+    """The fused detections (``DETECTION_COLUMNS``) of a unit score at ``threshold`` (``evidence``: ``_reference``)."""
+    ref = detection_refs(units, score, threshold, evidence)
     if len(ref) == 0:
         return pd.DataFrame(columns=DETECTION_COLUMNS)
-    start, end, chosen = _reference(units)
+    start, end, chosen = _reference(units, evidence)
     f = units.frame
     names = np.array(units.orbits)
     out = pd.DataFrame({
@@ -116,10 +138,14 @@ def detections(units: UnitTable, score: np.ndarray, threshold: float) -> pd.Data
     return out[DETECTION_COLUMNS]
 
 
-def orbit_detections(parts: pd.DataFrame, orbit: str, threshold: float) -> pd.DataFrame:
-    """A single orbit's detections in the same form: its positive windows."""
-    r = parts[(parts["orbit"] == orbit) & parts["observed"].astype(bool)]
-    r = r[r["cnn_prob"].to_numpy(dtype=float) >= threshold]
+def orbit_detections(parts: pd.DataFrame, orbit: str, threshold: float, appearance: bool = False) -> pd.DataFrame:
+    """A single orbit's detections in the same form: its positive windows (``appearance``: only its appearance
+    windows, the first of each run of positives, ``appearance.appeared``)."""
+    r = parts[parts["orbit"] == orbit]
+    keep = positive(r, {orbit: threshold})
+    if appearance:
+        keep = appearance_flags(r, {orbit: threshold})
+    r = r[keep]
     out = pd.DataFrame({"season": r["season"], "path_id": r["path_id"], "massif": r["massif"],
                         "start": r["prev_date"], "end": r["date"], "score": r["cnn_prob"].astype(float),
                         "orbits": orbit, "n_orbits": 1})
@@ -161,7 +187,7 @@ def f1_of(decision: np.ndarray, label: np.ndarray) -> float:
 
 
 def choose_fused_threshold(units: UnitTable, score: np.ndarray, mask: np.ndarray, n_candidates: int = 60,
-                           candidates: np.ndarray | None = None) -> dict:
+                           candidates: np.ndarray | None = None, evidence: str = "det") -> dict:
     """The threshold by the module's rule, on the units selected by ``mask`` (the validation corridors).
 
     ``candidates``: the thresholds to try (default: quantiles of the validation scores); a single
@@ -175,11 +201,11 @@ def choose_fused_threshold(units: UnitTable, score: np.ndarray, mask: np.ndarray
         cands = np.unique(np.quantile(score[val], np.linspace(0.5, 1.0, n_candidates))) if val.any() else np.array([0.5])
     sub = units.subset(mask)
     sub_score = score[mask]
-    start, end, _ = _reference(sub)
+    start, end, _ = _reference(sub, evidence)
     group = sub.array("group") if len(sub.frame) else np.zeros(0, dtype=np.int64)
     best = (-1.0, 0.0)
     for t in cands:
-        ref = detection_refs(sub, sub_score, float(t))
+        ref = detection_refs(sub, sub_score, float(t), evidence)
         d = _mark(sub, group[ref], start[ref], end[ref])
         f1 = f1_of(d, label[mask])
         if (f1, t) > best:

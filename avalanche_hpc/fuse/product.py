@@ -1,8 +1,8 @@
 """Fusion outputs: the GeoPackage's ``fused`` layer, ``fusion.csv`` and ``fusion.json``.
 
 Layer ``fused`` (corridor polygons, study CRS): one feature per fused detection of every
-all-orbit method (``method``: max, noisy_or, stacker, or; ``product`` true for the method chosen on
-validation): ``start``, ``end`` (the fused release window ``(start, end]``), ``width_days``,
+all-orbit method (``method``: max, noisy_or, stacker, or, or_appear, vote_appear; ``product`` true for the
+product method, chosen on the validation corridors: ``selection``): ``start``, ``end`` (the fused release window ``(start, end]``), ``width_days``,
 ``score``, ``orbits`` (those that saw the deposit appear, ``;``-separated), ``n_orbits``,
 ``label`` (inventory label of the window by the per-orbit rule: 1, 0 or NULL) and ``event_id``.
 """

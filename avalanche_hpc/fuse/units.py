@@ -8,6 +8,8 @@ first acquisition or after its last one); that window's detection row (a part ro
 
 - ``s_o``: the CNN probability of the window (NaN when the orbit has no observed row there);
 - ``det_o``: that probability reaches the orbit's own threshold (the detector's, chosen on validation);
+- ``app_o``: the window is one where the orbit saw the deposit *appear* (``appearance``: positive, and its
+  previous observed window of the corridor negative), not one where a positive merely persists;
 - ``ws_o``, ``we_o``: the window's start and end (dates); ``width_o`` its width in days;
 - ``age_o``: days from the unit's end to the orbit's acquisition (how long the debris aged
   before this orbit saw it); ``masked_o``: layover/shadow/no-data share of the patch
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from avalanche_hpc.fuse.appearance import appearance_flags
 from avalanche_hpc.fuse.geometry import cos_local_incidence, faces_sensor
 from avalanche_hpc.fuse.windows import covering_window, elementary_intervals
 from avalanche_hpc.preprocess.labels import label_map
@@ -70,6 +73,7 @@ class UnitTable:
         self._cache["uend"] = days(f["unit_end"])
         self._cache["s"] = f[[f"s_{o}" for o in self.orbits]].to_numpy(dtype=float)
         self._cache["det"] = f[[f"det_{o}" for o in self.orbits]].to_numpy(dtype=bool) & np.isfinite(self._cache["s"])
+        self._cache["app"] = f[[f"app_{o}" for o in self.orbits]].to_numpy(dtype=bool) & self._cache["det"]
         self._cache["ws"] = np.column_stack([days(f[f"ws_{o}"]) for o in self.orbits])
         self._cache["we"] = np.column_stack([days(f[f"we_{o}"]) for o in self.orbits])
 
@@ -81,6 +85,10 @@ class UnitTable:
 
     def detected(self) -> np.ndarray:
         return self._cache["det"] if "det" in self._cache else np.zeros((0, len(self.orbits)), dtype=bool)
+
+    def appeared(self) -> np.ndarray:
+        """Per unit and orbit: the orbit's window over the unit is an appearance window (``appearance``)."""
+        return self._cache["app"] if "app" in self._cache else np.zeros((0, len(self.orbits)), dtype=bool)
 
     def subset(self, mask: np.ndarray) -> UnitTable:
         return UnitTable(self.orbits, self.frame[mask].reset_index(drop=True))
@@ -101,6 +109,7 @@ def build_units(parts: pd.DataFrame, config: StudyConfig, dates: Mapping[tuple[s
     """
     orbits = list(orbits)
     rows = parts[parts["orbit"].isin(orbits)]
+    rows = rows.assign(appeared=appearance_flags(rows, thresholds))
     frames = []
     for season in sorted(rows["season"].unique()):
         by_orbit = {o: sorted(dates.get((season, o), [])) for o in orbits}
@@ -132,11 +141,12 @@ def build_units(parts: pd.DataFrame, config: StudyConfig, dates: Mapping[tuple[s
                               f"we_{o}": [_iso(c[1]) if c else None for c in cover]})
             base = base.merge(m, on=["unit_start", "unit_end"], how="left")
             r = srows[(srows["orbit"] == o) & srows["observed"].astype(bool)][
-                ["path_id", "date", "cnn_prob", "valid_fraction"]].rename(
-                columns={"date": f"we_{o}", "cnn_prob": f"s_{o}", "valid_fraction": f"vf_{o}"})
+                ["path_id", "date", "cnn_prob", "valid_fraction", "appeared"]].rename(
+                columns={"date": f"we_{o}", "cnn_prob": f"s_{o}", "valid_fraction": f"vf_{o}", "appeared": f"app_{o}"})
             base = base.merge(r, on=["path_id", f"we_{o}"], how="left")
             s = base[f"s_{o}"].to_numpy(dtype=float)
             base[f"det_{o}"] = np.nan_to_num(s, nan=-1.0) >= thresholds[o]
+            base[f"app_{o}"] = base[f"app_{o}"].eq(True) & base[f"det_{o}"]
             we = pd.to_datetime(base[f"we_{o}"])
             base[f"width_{o}"] = (we - pd.to_datetime(base[f"ws_{o}"])).dt.days
             base[f"age_{o}"] = (we - pd.to_datetime(base["unit_end"])).dt.days

@@ -59,3 +59,24 @@ def covering_window(dates: Sequence[dt.date], unit: Window) -> Window | None:
         return None
     w = (dates[k - 1], dates[k])
     return w if w[0] <= unit[0] and unit[1] <= w[1] else None
+
+
+S1_CYCLE_DAYS = 12.0  # one Sentinel-1 satellite repeats its 175 relative orbits every 12 days
+S1_ORBITS = 175
+
+
+def orbit_offset_days(relative_orbit: int, reference: int) -> float:
+    """Days after relative orbit ``reference`` that orbit ``relative_orbit`` passes (modulo the 12-day cycle):
+    consecutive relative orbits are one orbital period (12/175 days) apart."""
+    return ((relative_orbit - reference) * S1_CYCLE_DAYS / S1_ORBITS) % S1_CYCLE_DAYS
+
+
+def time_weighted_unit_widths(offsets_days: Sequence[float], repeat_days: float,
+                              quantiles: Sequence[float] = (0.25, 0.5, 0.75)) -> list[float]:
+    """Quantiles of the width of the unit that holds a uniformly random instant, for passes at ``offsets_days``
+    (modulo ``repeat_days``: 12 with one satellite, 6 with S1A + S1B): the geometric floor of a fused window
+    (continuous time; a unit of width w holds a share w / repeat of the instants)."""
+    t = sorted({round(o % repeat_days, 9) for o in offsets_days})
+    gaps = sorted([b - a for a, b in itertools.pairwise(t)] + [repeat_days - t[-1] + t[0]])
+    cum = list(itertools.accumulate(g / repeat_days for g in gaps))
+    return [next(g for g, c in zip(gaps, cum, strict=True) if c >= q - 1e-12) for q in quantiles]

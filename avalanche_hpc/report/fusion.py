@@ -3,7 +3,7 @@
 Tables: each orbit alone, each direction alone and all orbits fused (rules and stacker):
 unit-level accuracy, precision, recall, F1; event-level POD (all, east-facing), FAR on synthetic
 studies; release-window widths (median and quartiles); recall / POD per aspect octant; the
-thresholds, the product method and the stacker's coefficients.
+thresholds, the product method, the geometric floor of the window and the stacker's coefficients.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from avalanche_hpc.study import Study
 
 OCTANTS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
 METHOD_NAMES = {"single orbit": "single orbit", "max": "max rule", "noisy_or": "noisy-OR rule", "stacker": "stacker",
-                "or": "OR of the orbits' own decisions"}
+                "or": "OR of the orbits' own decisions", "or_appear": "OR of the orbits' appearances",
+                "vote_appear": "appearances of >= 2 orbits intersecting",
+                "appearance": "appearance"}
 
 
 def _pct(x) -> str:
@@ -32,7 +34,25 @@ def _days(x) -> str:
 
 
 def _name(r) -> str:
-    return r["orbits"] if r["kind"] == "orbit" else f"{r['orbits']}: {METHOD_NAMES.get(r['method'], r['method'])}"
+    if r["kind"] == "orbit":
+        return f"{r['orbits']} (appearance)" if r["method"] == "appearance" else r["orbits"]
+    return f"{r['orbits']}: {METHOD_NAMES.get(r['method'], r['method'])}"
+
+
+def _selection_table(sel: dict[str, Any]) -> Table:
+    rows = [[f"all orbits: {METHOD_NAMES.get(m, m)}", _pct(v.get("pod")), _pct(v.get("far")), v.get("detections"),
+             "qualifies" if m in sel.get("qualifying", []) else "", "**product**" if m == sel["method"] else ""]
+            for m, v in sel["methods"].items()]
+    rows += [[o, _pct(v.get("pod")), _pct(v.get("far")), v.get("detections"), "", ""]
+             for o, v in sel["single_orbits"].items()]
+    bound = sel.get("far_bound")
+    return Table("fusion_selection", "Product selection on the validation corridors (event level)",
+                 ["Orbits: method", "Validation POD", "Validation FAR", "Detections", "FAR <= best orbit's", "Chosen"],
+                 rows, f"Rule (decided before seeds 5-7): among the all-orbit methods whose validation FAR is <= the "
+                       f"lowest single-orbit validation FAR ({_pct(bound)}, {sel.get('far_bound_orbit')}), the highest "
+                       f"validation POD; if none, the lowest validation FAR. {sel.get('validation_events')} truth events "
+                       f"of the validation corridors; the evaluation corridors are not read. Choice: {sel['reason']}. "
+                       "The stacker is trained, and max / noisy-OR thresholds chosen, on these corridors (in-sample).")
 
 
 def fusion_section(study: Study, experiment: str) -> tuple[Section | None, dict[str, Any]]:
@@ -78,9 +98,23 @@ def fusion_section(study: Study, experiment: str) -> tuple[Section | None, dict[
                "The paper's misses face east in the descending orbit (69 % of its false negatives): a descending "
                "orbit looks west, so east faces are foreshortened; the ascending orbits see them at a steeper "
                "local incidence.")
-    items: list[Any] = [f"Product method (the all-orbit method with the best validation F1): "
+    sel = model.get("product_selection")
+    how = ("chosen on the validation corridors, docs/fusion.md" if sel else "fixed a priori, docs/fusion.md")
+    items: list[Any] = [f"Product method ({how}): "
                         f"{METHOD_NAMES.get(model.get('product_method'), model.get('product_method'))}; its detections "
-                        f"and the other methods' are the GeoPackage's 'fused' layer.", t1, t2]
+                        f"and the other methods' are the GeoPackage's 'fused' layer. '(appearance)': an orbit's "
+                        f"detections are only the first window of each run of positives (the deposit appeared there; "
+                        f"the CNN compares each image with a summer reference, so debris stays positive after).", t1]
+    if sel:
+        items.append(_selection_table(sel))
+    floor = model.get("geometric_floor")
+    if floor and floor.get("events"):
+        per = ", ".join(f"{k} d: {v}" for k, v in floor["events_per_width_days"].items())
+        items.append(f"Geometric floor of the window: the unit (consecutive acquisitions of any orbit) holding each "
+                     f"evaluated event's true date is {_days(floor['median'])} days wide at the median "
+                     f"(quartiles {_days(floor['q1'])}–{_days(floor['q3'])}; {floor['events']} events; {per}): no "
+                     f"fusion of these acquisitions can date an event more narrowly.")
+    items.append(t2)
     st = model.get("configurations", {}).get("all orbits", {}).get("methods", {}).get("stacker", {}).get("stacker")
     if st:
         top = sorted(st["coefficients"].items(), key=lambda kv: -abs(kv[1]))[:8]
