@@ -476,3 +476,15 @@ def test_report_section_orbit_fusion(fused_study):
     assert chosen == [f"all orbits: {METHOD_NAMES[model['product_method']]}"]
     assert "(appearance)" in " ".join(r[0] for r in methods.rows)
     assert any(isinstance(i, str) and i.startswith("Geometric floor of the window") for i in section.items)
+
+
+def test_a_new_fusion_version_republishes(fused_study, monkeypatch):
+    """The fused layer and files are redone when the fusion code changes (FUSION_VERSION), not kept stale."""
+    from avalanche_hpc.detect import DetectSettings
+    from avalanche_hpc.detect import publish as P
+    from tests.fixtures_detect import EXPERIMENT
+
+    settings = DetectSettings(precision="fp32")
+    assert P.publication_is_current(fused_study, EXPERIMENT, settings)
+    monkeypatch.setattr(P, "FUSION_VERSION", P.FUSION_VERSION + 1)
+    assert not P.publication_is_current(fused_study, EXPERIMENT, settings)

@@ -44,6 +44,7 @@ from avalanche_hpc.detect.scoring import (
 from avalanche_hpc.digest import digest_json
 from avalanche_hpc.errors import MissingInputError, StageError
 from avalanche_hpc.fuse import fuse_parts
+from avalanche_hpc.fuse.fusion import FUSION_VERSION
 from avalanche_hpc.fuse.product import FUSED_LAYER, append_fused_layer, write_fusion_files
 from avalanche_hpc.fuse.units import PART_USE
 from avalanche_hpc.progress import progress_bar
@@ -74,7 +75,7 @@ def current_parts(study: Study, experiment: str, record: dict, settings: DetectS
 
 def _parts_digest(parts: list[tuple[str, Path, str]], record: dict, has_truth: bool) -> str:
     return digest_json({"parts": [(k, d) for k, _, d in parts], "model": record["model_digest"], "truth": has_truth,
-                        "version": __version__})
+                        "version": __version__, "fusion_version": FUSION_VERSION})
 
 
 def publication_is_current(root: Path, experiment: str, settings: DetectSettings | None = None) -> bool:
