@@ -62,9 +62,9 @@ CONTRACT = "docs/data-contract.md"
 UNITS_VALUES = ("linear", "dB")
 # Above this many blocks the integrity probe samples block offsets instead of reading them all.
 MAX_BLOCKS_PROBED = 4096
-# A scene whose sampled rows are at least this share nodata is reported as a warning ("mostly nodata").
+# A scene whose sampled blocks are at least this share nodata is reported as a warning ("mostly nodata").
 MOSTLY_NODATA = 0.9
-NODATA_SAMPLE_ROWS = 16
+NODATA_SAMPLE_BLOCKS = 16
 
 
 @dataclass
@@ -202,22 +202,29 @@ def probe_raster(path: Path) -> tuple[Grid | None, dict, list[str]]:
     return grid, info, errors
 
 
-def nodata_share(path: Path, nodata, rows: int = NODATA_SAMPLE_ROWS) -> float | None:
-    """Share of nodata/non-finite pixels in ``rows`` evenly spaced rows of band 1 (None if unreadable)."""
+def nodata_share(path: Path, nodata, blocks: int = NODATA_SAMPLE_BLOCKS) -> float | None:
+    """Share of nodata/non-finite pixels in ``blocks`` evenly spaced storage blocks of band 1 (None if
+    unreadable). Whole blocks (tiles, or strips): each is decoded once, where a sampled row of a tiled
+    file decodes a whole row of tiles (on 3200 x 3200 scenes with 256 x 256 tiles, 16 rows decoded
+    most of the file)."""
     import numpy as np
     import rasterio
 
     try:
         with rasterio.open(path) as src:
-            picks = np.unique(np.linspace(0, src.height - 1, min(rows, src.height)).astype(int))
+            bh, bw = src.block_shapes[0] if src.block_shapes else (1, src.width)
+            nbx, nby = math.ceil(src.width / bw), math.ceil(src.height / bh)
+            picks = np.unique(np.linspace(0, nbx * nby - 1, min(blocks, nbx * nby)).astype(int))
             bad = total = 0
-            for r in picks:
-                line = src.read(1, window=((int(r), int(r) + 1), (0, src.width)))
-                invalid = ~np.isfinite(line) if line.dtype.kind == "f" else np.zeros(line.shape, bool)
+            for k in picks:
+                by, bx = divmod(int(k), nbx)
+                block = src.read(1, window=((by * bh, min((by + 1) * bh, src.height)),
+                                            (bx * bw, min((bx + 1) * bw, src.width))))
+                invalid = ~np.isfinite(block) if block.dtype.kind == "f" else np.zeros(block.shape, bool)
                 if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-                    invalid |= line == nodata
+                    invalid |= block == nodata
                 bad += int(invalid.sum())
-                total += line.size
+                total += block.size
     except Exception:  # unreadable files are reported by probe_raster
         return None
     return bad / total if total else None

@@ -110,12 +110,19 @@ def compute_channels_db(
         np.subtract(vv0, vv_summer, out=out[:, 1])  # VV*_old = 10 log10(VV_old / VV_summer)
         vh_old = np.subtract(vh0, vh_summer, dtype=np.float32)  # VH*_old
         np.subtract(vh1, vh_summer, out=out[:, 2])  # VH*
-        valid = np.isfinite(out[:, 0] + out[:, 1] + out[:, 2] + vh_old)
+        check = np.add(out[:, 0], out[:, 1])  # finite iff all four are (NaN and inf propagate)
+        check += out[:, 2]
+        check += vh_old
+        valid = np.isfinite(check)
         out[:, 2] -= vh_old  # VHdiff = VH* - VH*_old
     if invalid is not None:
         valid &= ~invalid
-    np.copyto(out, np.float32(np.nan), where=~valid[:, None])
-    frac = valid.reshape(n, -1).mean(axis=1).astype(np.float32) if valid.size else np.zeros(0, np.float32)
+    bad = ~valid
+    if bad.any():
+        for k in range(out.shape[1]):
+            out[:, k][bad] = np.float32(np.nan)
+    size = int(np.prod(np.shape(vv1)[1:]))
+    frac = (np.count_nonzero(valid.reshape(n, -1), axis=1) / max(size, 1)).astype(np.float32)
     return out, frac
 
 
