@@ -70,6 +70,7 @@ __all__ = [
     "compute_channels_db",
     "incomplete_tasks",
     "list_tasks",
+    "mark_invalid",
     "prepare_references",
     "preprocess_all",
     "preprocess_task",
@@ -90,39 +91,49 @@ def compute_channels(
     Inputs are (n, P, P) linear power with NaN where invalid; ``invalid`` (bool, same shape)
     adds layover/shadow. Channel order is ``store.CHANNELS``: VV*, VV*_old, VHdiff.
     """
-    a, b, c, d, e, f = (to_db(np.asarray(x), "linear") for x in (vv1, vh1, vv0, vh0, vv_summer, vh_summer))
-    return compute_channels_db(a, b, c, d, e, f, invalid)
+    a, b, c, d, e, f = (to_db(np.array(x, dtype=np.float32), "linear") for x in (vv1, vh1, vv0, vh0, vv_summer, vh_summer))
+    mark_invalid(a, b, invalid)
+    mark_invalid(c, d, invalid)
+    mark_invalid(e, f)
+    return compute_channels_db(a, b, c, d, e, f)
+
+
+def mark_invalid(vv: np.ndarray, vh: np.ndarray, invalid: np.ndarray | None = None) -> None:
+    """In place: NaN in both bands of a date's dB windows wherever either band is not finite or
+    ``invalid`` (layover/shadow) is set, so that the channel arithmetic needs no validity mask.
+    Done once per date (and per summer reference), not per task."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        nan0 = np.add(vv, vh, dtype=np.float32)  # NaN or inf where either band is invalid
+        nan0 *= np.float32(0.0)  # -> NaN there, 0 elsewhere
+    if invalid is not None and invalid.any():
+        np.copyto(nan0, np.float32(np.nan), where=invalid)
+    vv += nan0
+    vh += nan0
 
 
 def compute_channels_db(
     vv1: np.ndarray, vh1: np.ndarray, vv0: np.ndarray, vh0: np.ndarray,
-    vv_summer: np.ndarray, vh_summer: np.ndarray, invalid: np.ndarray | None = None,
+    vv_summer: np.ndarray, vh_summer: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``compute_channels`` on inputs already in dB (``raster.to_db``): the ratios are differences.
+    """``compute_channels`` on dB windows already passed through ``mark_invalid`` (each pair): the
+    ratios are differences, and NaN marks every invalid pixel of a date in both of its bands.
 
-    Each date is converted to dB once (a task's t1 is the next task's t0) and the summer reference
-    once per (season, orbit), where the ratio form took 4 divisions and 4 logarithms per task.
+    Each date is converted to dB and marked once (a task's t1 is the next task's t0), the summer
+    reference once per (season, orbit); per task: five differences, one NaN-propagating sum and its
+    count (the ratio form took 4 divisions, 4 logarithms and masked writes per task).
     """
     n = len(vv1)
     out = np.empty((n, 3, *np.shape(vv1)[1:]), dtype=np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
         np.subtract(vv1, vv_summer, out=out[:, 0])  # VV*     = 10 log10(VV / VV_summer)
         np.subtract(vv0, vv_summer, out=out[:, 1])  # VV*_old = 10 log10(VV_old / VV_summer)
-        vh_old = np.subtract(vh0, vh_summer, dtype=np.float32)  # VH*_old
-        np.subtract(vh1, vh_summer, out=out[:, 2])  # VH*
-        check = np.add(out[:, 0], out[:, 1])  # finite iff all four are (NaN and inf propagate)
-        check += out[:, 2]
-        check += vh_old
-        valid = np.isfinite(check)
-        out[:, 2] -= vh_old  # VHdiff = VH* - VH*_old
-    if invalid is not None:
-        valid &= ~invalid
-    bad = ~valid
-    if bad.any():
-        for k in range(out.shape[1]):
-            out[:, k][bad] = np.float32(np.nan)
+        np.subtract(vh1, vh0, out=out[:, 2])  # VHdiff = VH* - VH*_old = 10 log10(VH / VH_old)
+        nan0 = np.add(out[:, 0], out[:, 1])  # NaN where t1, t0 or the summer reference is invalid
+        nan0 *= np.float32(0.0)  # (inf from overflow -> NaN too)
+        for k in range(3):
+            out[:, k] += nan0  # an invalid pixel is NaN in every channel
     size = int(np.prod(np.shape(vv1)[1:]))
-    frac = (np.count_nonzero(valid.reshape(n, -1), axis=1) / max(size, 1)).astype(np.float32)
+    frac = ((size - np.count_nonzero(np.isnan(nan0).reshape(n, -1), axis=1)) / max(size, 1)).astype(np.float32)
     return out, frac
 
 
@@ -283,7 +294,9 @@ def summer_reference_db(inputs: StudyInputs, season: str, orbit: str) -> dict[st
     lin = summer_reference(inputs, season, orbit)
     memo = inputs._summer_db.get((season, orbit))
     if memo is None or memo[0] is not lin:
-        memo = (lin, {band: to_db(arr, "linear") for band, arr in lin.items()})
+        db = {band: to_db(arr, "linear") for band, arr in lin.items()}
+        mark_invalid(db["VV"], db["VH"])
+        memo = (lin, db)
         inputs._summer_db[(season, orbit)] = memo
     return memo[1]
 
@@ -366,6 +379,7 @@ def _read_date(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[
     if inputs._last_date is not None and inputs._last_date[0] == (orbit, date):
         return inputs._last_date[1]
     out = _read_date_files(inputs, orbit, date, r0, c0)
+    mark_invalid(out[0], out[1], out[2])
     inputs._last_date = ((orbit, date), out)
     return out
 
@@ -390,9 +404,9 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         return shard, False
     summer = summer_reference_db(inputs, acq.season, acq.orbit)
     r0, c0 = inputs.origins()
-    vv0, vh0, m0 = _read_date(inputs, acq.orbit, acq.previous, r0, c0)
-    vv1, vh1, m1 = _read_date(inputs, acq.orbit, acq.date, r0, c0)
-    patches, frac = compute_channels_db(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"], m1 | m0)
+    vv0, vh0, _ = _read_date(inputs, acq.orbit, acq.previous, r0, c0)  # layover/shadow marked as NaN at read
+    vv1, vh1, _ = _read_date(inputs, acq.orbit, acq.date, r0, c0)
+    patches, frac = compute_channels_db(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"])
     dep = inputs.deposition
     meta = pd.DataFrame({
         "path_id": dep["path_id"].astype(str).to_numpy(),
