@@ -29,11 +29,6 @@ def tiny3_copy(tiny3_study: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny3_store(tiny3_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from avalanche_hpc.preprocess.tasks import preprocess_all
-    from avalanche_hpc.store.merge import merge_store
+    from tests.fixtures_synth import merged_copy
 
-    root = tmp_path_factory.mktemp("seasons-store") / "tiny3"
-    shutil.copytree(tiny3_study, root)
-    preprocess_all(root, progress=False)
-    merge_store(root)
-    return root
+    return merged_copy(tiny3_study, tmp_path_factory.mktemp("seasons-store") / "tiny3")

@@ -24,3 +24,14 @@ def tiny_study_copy(tiny_study: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "tiny"
     shutil.copytree(tiny_study, dst)
     return dst
+
+
+def merged_copy(src: Path, root: Path) -> Path:
+    """A copy of study ``src`` at ``root``, preprocessed and merged (session fixtures build on it)."""
+    from avalanche_hpc.preprocess.tasks import preprocess_all
+    from avalanche_hpc.store.merge import merge_store
+
+    shutil.copytree(src, root)
+    preprocess_all(root, progress=False)
+    merge_store(root)
+    return root

@@ -197,14 +197,9 @@ def small_disk(folder: Path, size: int) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def merged_study(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study preprocessed and merged (read-only: tests copy it)."""
-    from avalanche_hpc.preprocess.tasks import preprocess_all
-    from avalanche_hpc.store.merge import merge_store
+    from tests.fixtures_synth import merged_copy
 
-    root = tmp_path_factory.mktemp("faults") / "merged"
-    shutil.copytree(tiny_study, root)
-    preprocess_all(root, progress=False)
-    merge_store(root)
-    return root
+    return merged_copy(tiny_study, tmp_path_factory.mktemp("faults") / "merged")
 
 
 @pytest.fixture(scope="session")
@@ -302,12 +297,17 @@ def test_kill_matrix_exhaustive(stage: str, match: str, fresh: Path, study: Path
         verify_ok(fresh)
         assert tmp_files(fresh) == []
         return
+    _kill_then_rerun_learn(stage, study, reference_runs, lambda args: kill_before_rename(args, study, match))
+    assert tmp_files(study) == []
+
+
+def _kill_then_rerun_learn(stage: str, study: Path, reference_runs: Path, kill) -> None:
+    """``train`` or ``baseline``: killed by ``kill(args)``, re-run: the results of an undisturbed run."""
     args = ("train", study, *TRAIN_ARGS) if stage == "train" else ("baseline", study, *BASELINE_ARGS)
-    kill_before_rename(args, study, match)
+    kill(args)
     ok(cli(*args))
     sub = "cnn/seed0" if stage == "train" else "baseline"
     same_results(study / "runs" / "f" / "random" / sub, reference_runs / sub, ("predictions.csv", "metrics.json"))
-    assert tmp_files(study) == []
 
 
 @pytest.mark.parametrize("stage", ["preprocess", "merge", pytest.param("train", marks=EXHAUSTIVE), "baseline"])
@@ -325,11 +325,7 @@ def test_kill_at_a_time_then_rerun(stage: str, fresh: Path, study: Path, referen
         ok(cli("store", "merge", study))
         verify_ok(study)
     else:
-        args = ("train", study, *TRAIN_ARGS) if stage == "train" else ("baseline", study, *BASELINE_ARGS)
-        kill_after(args, 6.0)
-        ok(cli(*args))
-        sub = "cnn/seed0" if stage == "train" else "baseline"
-        same_results(study / "runs" / "f" / "random" / sub, reference_runs / sub, ("predictions.csv", "metrics.json"))
+        _kill_then_rerun_learn(stage, study, reference_runs, lambda args: kill_after(args, 6.0))
     assert tmp_files(study) == []
 
 

@@ -60,3 +60,12 @@ def head_step(p: list[torch.Tensor], g: list[torch.Tensor], shift: torch.Tensor,
         torch.bmm(d1.transpose(1, 2), xs, out=g1)
         torch.sum(d1, 1, out=gb1)
     return loss
+
+
+def empty_batch(a: int, m: int, n_in: int, hidden: int, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zeroed ``x`` (a, m, n_in), ``y`` (a, m), ``w`` (a, m) and two masks (a, m, hidden) for
+    ``head_step``: rows left at zero are padding (loss weight 0)."""
+    return (torch.zeros((a, m, n_in), device=device), torch.zeros((a, m), dtype=torch.int64, device=device),
+            torch.zeros((a, m), device=device), torch.zeros((a, m, hidden), device=device),
+            torch.zeros((a, m, hidden), device=device))

@@ -63,7 +63,7 @@ from avalanche_hpc.learn import train as T
 from avalanche_hpc.learn.features import DEFAULT_VIEWS, load_or_build_bank
 from avalanche_hpc.learn.model import FOLD_FACTOR, HIDDEN, Backbone, Head, build_vgg16, init_head
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
-from avalanche_hpc.learn.step import head_step
+from avalanche_hpc.learn.step import empty_batch, head_step
 from avalanche_hpc.learn.weights import resolve_weights
 from avalanche_hpc.study import Study
 
@@ -417,11 +417,7 @@ def train_sweep(
             a = len(active)
             sizes = [min(batch_size, r.n_train - r.batch * batch_size) for r in active]
             m = batch_size  # constant: a run's products do not depend on the other runs' batch sizes
-            x = torch.zeros((a, m, bank.feats.shape[-1]), device=dev)
-            y = torch.zeros((a, m), dtype=torch.int64, device=dev)
-            w = torch.zeros((a, m), device=dev)
-            mk1 = torch.zeros((a, m, hidden), device=dev)
-            mk2 = torch.zeros((a, m, hidden), device=dev)
+            x, y, w, mk1, mk2 = empty_batch(a, m, bank.feats.shape[-1], hidden, dev)
             for k, (r, n) in enumerate(zip(active, sizes, strict=True)):
                 sl = slice(r.batch * batch_size, r.batch * batch_size + n)
                 gidx = r.order[sl]

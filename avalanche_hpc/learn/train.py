@@ -74,7 +74,7 @@ from avalanche_hpc.learn.model import (
 )
 from avalanche_hpc.learn.precision import MODES
 from avalanche_hpc.learn.splits import make_split, read_split, validate_split
-from avalanche_hpc.learn.step import head_step
+from avalanche_hpc.learn.step import empty_batch, head_step
 from avalanche_hpc.learn.weights import ResolvedWeights, resolve_weights
 from avalanche_hpc.store.layout import read_meta, read_patches
 from avalanche_hpc.study import RunFiles, Study
@@ -605,11 +605,7 @@ def _train_one_epoch(run: PreparedRun, epoch: int, bar: Any, batch_task: Any) ->
         mine = slice(rank, None, world)
         rows = gidx[mine]
         n = len(rows)
-        x = torch.zeros((1, m, n_in), device=device)
-        y = torch.zeros((1, m), dtype=torch.int64, device=device)
-        w = torch.zeros((1, m), device=device)
-        mk1 = torch.zeros((1, m, hidden), device=device)
-        mk2 = torch.zeros((1, m, hidden), device=device)
+        x, y, w, mk1, mk2 = empty_batch(1, m, n_in, hidden, device)
         x[0, :n] = run.source.train_features(rows, views[b * batch_size:(b + 1) * batch_size][mine])
         y[0, :n] = run.labels[torch.from_numpy(rows).to(device)]
         w[0, :n] = 1.0 / len(gidx)

@@ -148,9 +148,9 @@ class StudyInputs:
     grid: Grid
     _summer_digest: dict = field(default_factory=dict)
     _summer: dict = field(default_factory=dict)  # (season, orbit) -> (digest, {"VV", "VH"} windows)
-    _summer_db: dict = field(default_factory=dict)  # (season, orbit) -> (linear dict it came from, dB windows)
+    _summer_db: dict = field(default_factory=dict)  # (season, orbit) -> (digest, marked dB windows)
     _labels: dict = field(default_factory=dict)  # (prev_date, date) -> label map (inventory + deposition only)
-    _last_date: tuple | None = None  # ((orbit, date), (vv, vh, mask)): t1 of a task is t0 of the next
+    _last_date: tuple | None = None  # ((orbit, date), (vv, vh) marked): t1 of a task is t0 of the next
 
     @classmethod
     def load(cls, root: Path) -> StudyInputs:
@@ -290,13 +290,13 @@ def summer_reference(inputs: StudyInputs, season: str, orbit: str) -> dict[str, 
 
 
 def summer_reference_db(inputs: StudyInputs, season: str, orbit: str) -> dict[str, np.ndarray]:
-    """``summer_reference`` in dB, converted once per (season, orbit) and process."""
-    lin = summer_reference(inputs, season, orbit)
+    """``summer_reference`` in dB and marked (``mark_invalid``), once per (season, orbit) and process."""
+    digest = inputs.summer_digest(season, orbit)
     memo = inputs._summer_db.get((season, orbit))
-    if memo is None or memo[0] is not lin:
-        db = {band: to_db(arr, "linear") for band, arr in lin.items()}
+    if memo is None or memo[0] != digest:
+        db = {band: to_db(arr, "linear") for band, arr in summer_reference(inputs, season, orbit).items()}
         mark_invalid(db["VV"], db["VH"])
-        memo = (lin, db)
+        memo = (digest, db)
         inputs._summer_db[(season, orbit)] = memo
     return memo[1]
 
@@ -373,15 +373,16 @@ def incomplete_tasks(root: Path) -> list[Acquisition]:
     return out
 
 
-def _read_date(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """VV, VH (dB) and layover/shadow windows of one date; the last date read is kept in memory,
-    so a run of consecutive tasks in one process reads every date once, not twice."""
+def _read_date(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[np.ndarray, np.ndarray]:
+    """VV, VH (dB) windows of one date, NaN wherever either band or the layover/shadow mask is
+    invalid (``mark_invalid``); the last date read is kept in memory, so a run of consecutive tasks
+    in one process reads (and marks) every date once, not twice."""
     if inputs._last_date is not None and inputs._last_date[0] == (orbit, date):
         return inputs._last_date[1]
-    out = _read_date_files(inputs, orbit, date, r0, c0)
-    mark_invalid(out[0], out[1], out[2])
-    inputs._last_date = ((orbit, date), out)
-    return out
+    vv, vh, mask = _read_date_files(inputs, orbit, date, r0, c0)
+    mark_invalid(vv, vh, mask)
+    inputs._last_date = ((orbit, date), (vv, vh))
+    return vv, vh
 
 
 def _read_date_files(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -404,8 +405,8 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         return shard, False
     summer = summer_reference_db(inputs, acq.season, acq.orbit)
     r0, c0 = inputs.origins()
-    vv0, vh0, _ = _read_date(inputs, acq.orbit, acq.previous, r0, c0)  # layover/shadow marked as NaN at read
-    vv1, vh1, _ = _read_date(inputs, acq.orbit, acq.date, r0, c0)
+    vv0, vh0 = _read_date(inputs, acq.orbit, acq.previous, r0, c0)
+    vv1, vh1 = _read_date(inputs, acq.orbit, acq.date, r0, c0)
     patches, frac = compute_channels_db(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"])
     dep = inputs.deposition
     meta = pd.DataFrame({
