@@ -32,9 +32,10 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
+from avalanche_hpc.preprocess.channels import to_linear
 from avalanche_hpc.preprocess.deposition import compute_deposition, load_deposition
 from avalanche_hpc.preprocess.labels import label_map
-from avalanche_hpc.preprocess.raster import raster_units, to_linear
+from avalanche_hpc.preprocess.raster import raster_units
 from avalanche_hpc.study import LAYOVER_SHADOW, Study
 
 CROP = 50

@@ -27,9 +27,9 @@ from shapely.geometry import box
 from avalanche_hpc.atomic import PAUSE_ENV, PAUSE_MATCH_ENV
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError
 from avalanche_hpc.inputs.grid import transform_from_origin
+from avalanche_hpc.preprocess.channels import compute_channels
 from avalanche_hpc.preprocess.deposition import compute_deposition, load_deposition, slope_aspect
 from avalanche_hpc.preprocess.tasks import (
-    compute_channels,
     list_tasks,
     preprocess_all,
     preprocess_task,
@@ -271,6 +271,40 @@ def test_second_run_skips_and_force_redoes(tmp_path, caplog):
     with caplog.at_level("INFO"):
         preprocess_all(root, progress=False, force=True)
     assert "3 shards written, 0 already up to date" in caplog.text
+
+
+def test_a_failed_background_write_stops_the_run_and_a_rerun_finishes(tmp_path, monkeypatch):
+    """``preprocess_all`` writes each shard in a background thread: a write that fails (here a full
+    disk on the second shard) stops the run with the environment's message, leaves no temporary or
+    half-written file, and the shards written before it stay; a re-run writes only what is missing."""
+    import errno
+
+    from avalanche_hpc.envfail import EnvironmentFault
+
+    root = build_hand_study(tmp_path / "s")
+    real_fsync = os.fsync
+    calls: list[Path] = []
+
+    def full_disk_on_second_shard(fd):  # the shard's flush before its rename (atomic.atomic_path)
+        name = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if "shards" in name.parts:
+            calls.append(name.with_name(name.name.split(".tmp-")[0]))
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_on_second_shard)
+    with pytest.raises(EnvironmentFault) as info:
+        preprocess_all(root, progress=False)
+    assert calls[1].name in str(info.value) and "space" in str(info.value).lower()
+    assert calls[0].is_file() and not calls[1].exists()
+    shards = Study.load(root).work_dir / "shards"
+    assert not [p for p in shards.rglob("*") if ".tmp-" in p.name]
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    mtime = calls[0].stat().st_mtime_ns
+    paths = preprocess_all(root, progress=False)
+    assert len(paths) == 3 and all(p.is_file() for p in paths)
+    assert calls[0].stat().st_mtime_ns == mtime  # the shard written before the failure was kept
 
 
 def test_bad_task_options_and_inputs_name_the_problem(tmp_path):

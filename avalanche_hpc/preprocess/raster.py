@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from avalanche_hpc.errors import InputError, MissingInputError, Problem
 from avalanche_hpc.inputs.grid import Grid
+from avalanche_hpc.preprocess.channels import db_in_place, to_linear
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ __all__ = [
     "read_mask_windows",
     "read_power_windows",
     "read_windows",
-    "to_db",
-    "to_linear",
     "window_origins",
 ]
 
@@ -81,32 +80,6 @@ def raster_units(src, default: str, path: Path | str = "") -> str:
         return "linear" if t == "linear" else "dB"
     raise InputError(Problem(str(path), f"tag {UNITS_TAG}", f"unknown units {tag!r}",
                              "set the UNITS tag to 'linear' or 'dB' (or remove it to use study.toml units)"))
-
-
-def to_linear(values: np.ndarray, units: str) -> np.ndarray:
-    """sigma0 in linear power (float32); NaN stays NaN.
-
-    Linear values are returned as they are (no copy): non-positive power is invalid, and the
-    consumers treat it so (its log is not finite; the summer mean skips it).
-    """
-    v = values.astype(np.float32, copy=False)
-    if units == "dB":
-        with np.errstate(over="ignore", invalid="ignore"):
-            v = np.power(np.float32(10.0), v / np.float32(10.0))
-    return v
-
-
-def to_db(values: np.ndarray, units: str) -> np.ndarray:
-    """sigma0 in dB (float32); NaN stays NaN; non-positive linear power gives -inf or NaN (invalid).
-
-    dB values are returned as they are (no copy); linear ones are converted once (10 log10)."""
-    v = values.astype(np.float32, copy=False)
-    if units == "dB":
-        return v
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.log10(v)
-    out *= np.float32(10.0)
-    return out
 
 
 def window_origins(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +143,9 @@ def read_windows(src, r0: np.ndarray, c0: np.ndarray, size: int, fill: float = n
     return out
 
 
-def _read_sigma0_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
-                         grid: Grid | None, where: str) -> tuple[np.ndarray, str]:
-    """Band 1 windows as stored (NaN where nodata, non-finite or outside) and their units."""
+def _read_band_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
+                       grid: Grid | None, where: str) -> tuple[np.ndarray, str, float | None]:
+    """Band 1 windows as stored (NaN outside the raster), their units and the nodata value."""
     with open_raster(path, where) as src:
         if grid is not None:
             check_on_grid(src, grid, path, where)
@@ -180,23 +153,26 @@ def _read_sigma0_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, 
             raise InputError(Problem(str(path), where, "has no band", "write sigma0 as band 1"))
         units = raster_units(src, default_units, path)
         raw = read_windows(src, r0, c0, size, path=path, where=where)
-        nodata = src.nodata
-    if nodata is not None and not np.isnan(nodata):
-        raw[raw == np.float32(nodata)] = np.nan
-    raw[~np.isfinite(raw)] = np.nan
-    return raw, units
+        return raw, units, src.nodata
 
 
 def read_power_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
                        grid: Grid | None = None, where: str = "") -> np.ndarray:
-    """sigma0 windows in linear power, float32 (n, size, size), NaN where invalid or outside."""
-    return to_linear(*_read_sigma0_windows(path, r0, c0, size, default_units, grid, where))
+    """sigma0 windows in linear power, float32 (n, size, size), NaN where nodata, not finite or outside."""
+    raw, units, nodata = _read_band_windows(path, r0, c0, size, default_units, grid, where)
+    if nodata is not None and not np.isnan(nodata):
+        raw[raw == np.float32(nodata)] = np.nan
+    raw[~np.isfinite(raw)] = np.nan
+    return to_linear(raw, units)
 
 
 def read_db_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int, default_units: str,
                     grid: Grid | None = None, where: str = "") -> np.ndarray:
-    """sigma0 windows in dB, float32 (n, size, size); NaN (or -inf: non-positive power) where invalid."""
-    return to_db(*_read_sigma0_windows(path, r0, c0, size, default_units, grid, where))
+    """sigma0 windows in dB, float32 (n, size, size), converted in place block by block; **not finite**
+    (NaN, or +-inf: non-positive or infinite power) where invalid, nodata or outside the raster.
+    ``channels.mark_invalid`` turns every non-finite pixel into NaN in both bands of the date."""
+    raw, units, nodata = _read_band_windows(path, r0, c0, size, default_units, grid, where)
+    return db_in_place(raw, units, nodata)
 
 
 def read_mask_windows(path: Path, r0: np.ndarray, c0: np.ndarray, size: int,

@@ -7,8 +7,9 @@ Per task (acquisition ``t1`` with previous acquisition ``t0`` of the same orbit 
    dates' valid pixels, for VV and VH, cached in ``work/summer/{season}/{orbit}.h5``. Only the
    ``P x P`` windows around the deposition centres are cached (cost ~ corridors, not scene area);
 3. ``P x P`` windows (``patch_size``, 64) around each centre are read from VV, VH and
-   ``layover_shadow`` of ``t1`` and ``t0`` (linear power, NaN for nodata; see ``raster.py``);
-4. channels, in dB, as the paper::
+   ``layover_shadow`` of ``t1`` and ``t0`` (see ``raster.py``), converted to dB and marked once
+   per date (a task's ``t1`` is the next task's ``t0``);
+4. channels, in dB, as the paper (``channels.py``: the arithmetic, block by block)::
 
        VV*     = 10 log10(VV(t1) / VV_summer)
        VV*_old = 10 log10(VV(t0) / VV_summer)
@@ -21,7 +22,8 @@ Per task (acquisition ``t1`` with previous acquisition ``t0`` of the same orbit 
 6. the shard is written atomically (``store.write_patches``: temp file + rename) with attributes
    recording the digest of its inputs and settings; a re-run skips a shard whose digest is
    current (``force=True`` redoes it). Two tasks writing the same shard each write their own
-   temporary file; the last rename wins and both candidates are complete.
+   temporary file; the last rename wins and both candidates are complete. ``preprocess_all``
+   writes each shard in a background thread while it computes the next task.
 
 The first acquisition of a season has no ``t0``: it produces no shard (logged).
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,7 @@ from avalanche_hpc.digest import digest_json, sha256_text
 from avalanche_hpc.errors import ConfigError, InputError, MissingInputError, Problem
 from avalanche_hpc.ids import check_id
 from avalanche_hpc.inputs.grid import Grid
+from avalanche_hpc.preprocess.channels import compute_channels_db, mark_invalid, to_db
 from avalanche_hpc.preprocess.deposition import file_fingerprint, load_deposition
 from avalanche_hpc.preprocess.labels import label_map
 from avalanche_hpc.preprocess.raster import (
@@ -55,7 +59,6 @@ from avalanche_hpc.preprocess.raster import (
     read_db_windows,
     read_mask_windows,
     read_power_windows,
-    to_db,
     window_origins,
 )
 from avalanche_hpc.progress import progress_bar
@@ -66,11 +69,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "StudyInputs",
-    "compute_channels",
-    "compute_channels_db",
     "incomplete_tasks",
     "list_tasks",
-    "mark_invalid",
     "prepare_references",
     "preprocess_all",
     "preprocess_task",
@@ -79,62 +79,6 @@ __all__ = [
 ]
 
 PREPROCESS_VERSION = 2  # bump when the arithmetic or the shard content changes (2: channels as dB differences)
-
-
-# -- the pure arithmetic ------------------------------------------------------------------------
-def compute_channels(
-    vv1: np.ndarray, vh1: np.ndarray, vv0: np.ndarray, vh0: np.ndarray,
-    vv_summer: np.ndarray, vh_summer: np.ndarray, invalid: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Channels (n, 3, P, P) float32 in dB and the valid fraction (n,) from linear-power windows.
-
-    Inputs are (n, P, P) linear power with NaN where invalid; ``invalid`` (bool, same shape)
-    adds layover/shadow. Channel order is ``store.CHANNELS``: VV*, VV*_old, VHdiff.
-    """
-    a, b, c, d, e, f = (to_db(np.array(x, dtype=np.float32), "linear") for x in (vv1, vh1, vv0, vh0, vv_summer, vh_summer))
-    mark_invalid(a, b, invalid)
-    mark_invalid(c, d, invalid)
-    mark_invalid(e, f)
-    return compute_channels_db(a, b, c, d, e, f)
-
-
-def mark_invalid(vv: np.ndarray, vh: np.ndarray, invalid: np.ndarray | None = None) -> None:
-    """In place: NaN in both bands of a date's dB windows wherever either band is not finite or
-    ``invalid`` (layover/shadow) is set, so that the channel arithmetic needs no validity mask.
-    Done once per date (and per summer reference), not per task."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        nan0 = np.add(vv, vh, dtype=np.float32)  # NaN or inf where either band is invalid
-        nan0 *= np.float32(0.0)  # -> NaN there, 0 elsewhere
-    if invalid is not None and invalid.any():
-        np.copyto(nan0, np.float32(np.nan), where=invalid)
-    vv += nan0
-    vh += nan0
-
-
-def compute_channels_db(
-    vv1: np.ndarray, vh1: np.ndarray, vv0: np.ndarray, vh0: np.ndarray,
-    vv_summer: np.ndarray, vh_summer: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``compute_channels`` on dB windows already passed through ``mark_invalid`` (each pair): the
-    ratios are differences, and NaN marks every invalid pixel of a date in both of its bands.
-
-    Each date is converted to dB and marked once (a task's t1 is the next task's t0), the summer
-    reference once per (season, orbit); per task: five differences, one NaN-propagating sum and its
-    count (the ratio form took 4 divisions, 4 logarithms and masked writes per task).
-    """
-    n = len(vv1)
-    out = np.empty((n, 3, *np.shape(vv1)[1:]), dtype=np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):
-        np.subtract(vv1, vv_summer, out=out[:, 0])  # VV*     = 10 log10(VV / VV_summer)
-        np.subtract(vv0, vv_summer, out=out[:, 1])  # VV*_old = 10 log10(VV_old / VV_summer)
-        np.subtract(vh1, vh0, out=out[:, 2])  # VHdiff = VH* - VH*_old = 10 log10(VH / VH_old)
-        nan0 = np.add(out[:, 0], out[:, 1])  # NaN where t1, t0 or the summer reference is invalid
-        nan0 *= np.float32(0.0)  # (inf from overflow -> NaN too)
-        for k in range(3):
-            out[:, k] += nan0  # an invalid pixel is NaN in every channel
-    size = int(np.prod(np.shape(vv1)[1:]))
-    frac = ((size - np.count_nonzero(np.isnan(nan0).reshape(n, -1), axis=1)) / max(size, 1)).astype(np.float32)
-    return out, frac
 
 
 # -- study inputs shared by the tasks of one process ---------------------------------------------
@@ -394,15 +338,40 @@ def _read_date_files(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> 
     return vv, vh, mask
 
 
+@dataclass
+class _Shard:
+    """A task's computed shard, ready to be written (``write``: atomic, temp file + fsync + rename)."""
+
+    path: Path
+    patches: np.ndarray
+    meta: pd.DataFrame
+    attrs: dict
+    dtype: str
+    key: str
+
+    def write(self) -> Path:
+        write_patches(self.path, self.patches, self.meta, self.attrs, dtype=self.dtype)
+        log.debug("%s: %d patches -> %s", self.key, len(self.meta), self.path)
+        return self.path
+
+
 def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path, bool]:
     """(shard path, written?)."""
+    shard = _compute_task(inputs, acq, force)
+    if shard is None:
+        return inputs.study.shard_path(acq.season, acq.orbit, acq.date), False
+    return shard.write(), True
+
+
+def _compute_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> _Shard | None:
+    """The task's shard in memory, or None when the shard on disk is current (and not ``force``)."""
     study = inputs.study
     shard = study.shard_path(acq.season, acq.orbit, acq.date)
     labels = inputs.labels(acq)
     digest = inputs.task_digest(acq, labels)
     if not force and _shard_is_current(shard, digest):
         log.debug("%s: shard up to date, skipped", acq.key)
-        return shard, False
+        return None
     summer = summer_reference_db(inputs, acq.season, acq.orbit)
     r0, c0 = inputs.origins()
     vv0, vh0 = _read_date(inputs, acq.orbit, acq.previous, r0, c0)
@@ -433,9 +402,7 @@ def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path,
         "units": "dB", "elevation_units": "m", "slope_units": "degrees",
         "aspect_units": "degrees clockwise from north (downslope direction)",
     }
-    write_patches(shard, patches, meta, attrs, dtype=study.config.patch_dtype)
-    log.debug("%s: %d patches -> %s", acq.key, len(meta), shard)
-    return shard, True
+    return _Shard(shard, patches, meta, attrs, study.config.patch_dtype, acq.key)
 
 
 def preprocess_task(root: Path, season: str, orbit: str, date: dt.date, force: bool = False,
@@ -491,13 +458,28 @@ def preprocess_all(root: Path, force: bool = False, progress: bool = True, seaso
             log.info("%s skipped: first acquisition of the season on orbit %s (no previous acquisition)", a.key, a.orbit)
     tasks = [a for a in all_acqs if a.prev_date is not None]
     paths, written = [], 0
-    with progress_bar(enabled=progress) as bar:
+    # Each shard is written (HDF5 write, fsync, rename) by one background thread while this one
+    # reads and computes the next task; at most one shard waits, so memory holds two tasks' patches.
+    # A failed write raises here, at the next task or at the end; a kill leaves at most the one
+    # pending temporary file (removed by the next run, which redoes that task).
+    with progress_bar(enabled=progress) as bar, ThreadPoolExecutor(1, thread_name_prefix="shard-writer") as pool:
         tid = bar.add_task("preprocess", total=len(tasks), detail="")
+        pending: Future | None = None
         for acq in tasks:
             bar.update(tid, detail=acq.key)
-            shard, did = _run_task(inputs, acq, force)
-            paths.append(shard)
-            written += did
+            shard = _compute_task(inputs, acq, force)
+            if pending is not None:
+                pending.result()
+                bar.advance(tid)
+                pending = None
+            paths.append(study.shard_path(acq.season, acq.orbit, acq.date))
+            if shard is None:
+                bar.advance(tid)
+                continue
+            written += 1
+            pending = pool.submit(shard.write)
+        if pending is not None:
+            pending.result()
             bar.advance(tid)
     log.info("preprocess %s: %d shards written, %d already up to date", root, written, len(tasks) - written)
     return paths
