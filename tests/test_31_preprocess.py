@@ -307,6 +307,43 @@ def test_a_failed_background_write_stops_the_run_and_a_rerun_finishes(tmp_path, 
     assert calls[0].stat().st_mtime_ns == mtime  # the shard written before the failure was kept
 
 
+def test_consecutive_tasks_in_one_process_read_each_date_once(tmp_path, monkeypatch):
+    """The local executor runs ``preprocess_task`` task after task in one process: the study tables
+    are loaded once and a task's t1 is the next task's t0 (read once); a scene replaced between two
+    tasks is read again, and the shard equals one made from a fresh process state."""
+    from avalanche_hpc.preprocess import tasks
+
+    root = build_hand_study(tmp_path / "s")
+    tasks._INPUTS_CACHE.clear()
+    reads: list[str] = []
+    real = tasks.read_db_windows
+
+    def counting(path, *args, **kwargs):
+        reads.append(Path(path).parent.name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tasks, "read_db_windows", counting)
+    preprocess_task(root, SEASON, ORBIT, WINTER[1])
+    assert sorted(reads) == ["20180101", "20180101", "20180107", "20180107"]
+    reads.clear()
+    preprocess_task(root, SEASON, ORBIT, WINTER[2])
+    assert reads == ["20180113", "20180113"]  # t0 = 2018-01-07 was the last date read
+    # replace a scene of 2018-01-13 (the next task's t0): it must be read again, not served stale
+    vv = root / "scenes" / ORBIT / "20180113" / "VV.tif"
+    with rasterio.open(vv) as src:
+        arr = src.read(1)
+    time.sleep(0.01)
+    _write_tif(vv, arr * np.float32(2.0))
+    reads.clear()
+    shard = preprocess_task(root, SEASON, ORBIT, WINTER[3])
+    assert sorted(reads) == ["20180113", "20180113", "20180119", "20180119"]
+    kept = read_patches(shard)
+    tasks._INPUTS_CACHE.clear()
+    preprocess_task(root, SEASON, ORBIT, WINTER[3], force=True)
+    assert np.array_equal(read_patches(shard), kept, equal_nan=True)
+    np.testing.assert_allclose(np.nanmean(kept[:, 1]), 10 * np.log10(2 * 0.2 / 0.2), atol=1e-3)  # VV*_old doubled
+
+
 def test_bad_task_options_and_inputs_name_the_problem(tmp_path):
     root = build_hand_study(tmp_path / "s")
     with pytest.raises(ConfigError, match="20180108.*20180101, 20180107"):

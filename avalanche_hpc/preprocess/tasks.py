@@ -94,7 +94,7 @@ class StudyInputs:
     _summer: dict = field(default_factory=dict)  # (season, orbit) -> (digest, {"VV", "VH"} windows)
     _summer_db: dict = field(default_factory=dict)  # (season, orbit) -> (digest, marked dB windows)
     _labels: dict = field(default_factory=dict)  # (prev_date, date) -> label map (inventory + deposition only)
-    _last_date: tuple | None = None  # ((orbit, date), (vv, vh) marked): t1 of a task is t0 of the next
+    _last_date: tuple | None = None  # ((orbit, date, scene fingerprints), (vv, vh) marked): t1 of a task is t0 of the next
 
     @classmethod
     def load(cls, root: Path) -> StudyInputs:
@@ -266,27 +266,29 @@ def _shard_is_current(path: Path, digest: str) -> bool:
     return attrs.get("digest") == digest and bool(attrs.get("complete", False))
 
 
-_STATUS_CACHE: dict[Path, tuple[tuple, StudyInputs]] = {}
+_INPUTS_CACHE: dict[Path, tuple[tuple, StudyInputs]] = {}
 
 
-def _inputs_for_status(root: Path) -> StudyInputs:
-    """``StudyInputs`` reused across ``task_is_complete`` calls while the study's tables are unchanged.
+def _process_inputs(root: Path) -> StudyInputs:
+    """``StudyInputs`` reused across ``task_is_complete`` and ``preprocess_task`` calls while the
+    study's tables are unchanged.
 
-    A status over thousands of tasks then loads the deposition table and inventory once. The
+    A status over thousands of tasks then loads the deposition table and inventory once, and the
+    local executor's consecutive preprocess tasks share them (and the last date read). The
     key is the (size, mtime) of study.toml, inventory.csv, corridors.gpkg, dem.tif and
     work/deposition.gpkg; scene files are fingerprinted per call anyway.
     """
     root = Path(root).resolve()
     names = ("study.toml", "inventory.csv", "corridors.gpkg", "dem.tif", "work/deposition.gpkg")
     key = tuple((st.st_size, st.st_mtime_ns) if (st := _stat(root / n)) else None for n in names)
-    hit = _STATUS_CACHE.get(root)
+    hit = _INPUTS_CACHE.get(root)
     if hit is not None and hit[0] == key:
         hit[1]._summer_digest.clear()  # summer scenes may have changed: recompute their digests
         return hit[1]
     inputs = StudyInputs.load(root)
     key = tuple((st.st_size, st.st_mtime_ns) if (st := _stat(root / n)) else None for n in names)
-    _STATUS_CACHE.clear()
-    _STATUS_CACHE[root] = (key, inputs)
+    _INPUTS_CACHE.clear()
+    _INPUTS_CACHE[root] = (key, inputs)
     return inputs
 
 
@@ -299,7 +301,7 @@ def _stat(path: Path):
 
 def task_is_complete(root: Path, season: str, orbit: str, date: dt.date, _inputs: StudyInputs | None = None) -> bool:
     """True when the shard of this task exists and was made from the current inputs and settings."""
-    inputs = _inputs or _inputs_for_status(Path(root))
+    inputs = _inputs or _process_inputs(Path(root))
     acq = _find_acquisition(inputs.study, season, orbit, date)
     if acq.prev_date is None:
         return True  # nothing to produce
@@ -321,11 +323,12 @@ def _read_date(inputs: StudyInputs, orbit: str, date: dt.date, r0, c0) -> tuple[
     """VV, VH (dB) windows of one date, NaN wherever either band or the layover/shadow mask is
     invalid (``mark_invalid``); the last date read is kept in memory, so a run of consecutive tasks
     in one process reads (and marks) every date once, not twice."""
-    if inputs._last_date is not None and inputs._last_date[0] == (orbit, date):
+    key = (orbit, date, inputs.scene_fingerprints(orbit, date))  # a replaced scene is read again
+    if inputs._last_date is not None and inputs._last_date[0] == key:
         return inputs._last_date[1]
     vv, vh, mask = _read_date_files(inputs, orbit, date, r0, c0)
     mark_invalid(vv, vh, mask)
-    inputs._last_date = ((orbit, date), (vv, vh))
+    inputs._last_date = (key, (vv, vh))
     return vv, vh
 
 
@@ -418,10 +421,10 @@ def preprocess_task(root: Path, season: str, orbit: str, date: dt.date, force: b
     check_id(season, "season id", where="--season")
     check_id(orbit, "orbit id", where="--orbit")
     require_valid_task(Path(root), season, orbit, date)
-    study = _inputs.study if _inputs is not None else Study.load(root)
+    inputs = _inputs or _process_inputs(Path(root))  # tables loaded once per process while unchanged
+    study = inputs.study
     clean_tmp([study.work_dir], recursive=False)
     clean_tmp([study.summer_ref_path(season, orbit).parent, study.shard_path(season, orbit, date).parent])
-    inputs = _inputs or StudyInputs.load(Path(root))
     acq = _find_acquisition(inputs.study, season, orbit, date)
     if acq.prev_date is None:
         log.info("%s skipped: first acquisition of season %s on orbit %s (no previous acquisition to "
