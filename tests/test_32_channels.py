@@ -79,6 +79,10 @@ def test_blocked_marking_and_channels_equal_whole_array_numpy(small_blocks):
     assert out.shape == (20, 3, 8, 8) and out.dtype == np.float32 and frac.dtype == np.float32
     assert np.array_equal(out, rout, equal_nan=True)
     assert np.array_equal(frac, rfrac)
+    # the float16 store: each block rounded in cache, the same values as rounding the float32 result
+    out16, frac16 = compute_channels_db(vv1, vh1, vv0, vh0, vvs, vhs, dtype="float16")
+    assert out16.dtype == np.float16 and np.array_equal(frac16, frac)
+    assert np.array_equal(out16, out.astype(np.float16), equal_nan=True)
     # a pixel is NaN in all three channels or in none, and the valid fraction counts the others
     nan = np.isnan(out)
     assert (nan.all(axis=1) == nan.any(axis=1)).all()

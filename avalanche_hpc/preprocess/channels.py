@@ -132,26 +132,31 @@ def compute_channels(
 
 def compute_channels_db(
     vv1: np.ndarray, vh1: np.ndarray, vv0: np.ndarray, vh0: np.ndarray,
-    vv_summer: np.ndarray, vh_summer: np.ndarray,
+    vv_summer: np.ndarray, vh_summer: np.ndarray, dtype: str | np.dtype = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``compute_channels`` on dB windows already passed through ``mark_invalid`` (each pair): the
     ratios are differences, and NaN marks every invalid pixel of a date in both of its bands.
 
     Each date is converted to dB and marked once (a task's t1 is the next task's t0), the summer
     reference once per (season, orbit); per task and block: three differences, one NaN-propagating
-    sum added to every channel, and its NaN count.
+    sum added to every channel, and its NaN count. The arithmetic is float32; ``dtype`` float16
+    (the store's ``patch_dtype``) rounds each block while it is in cache, to the same values as
+    ``astype(float16)`` of the float32 result.
     """
     n = len(vv1)
     shape = tuple(np.shape(vv1)[1:])
     size = int(np.prod(shape, dtype=np.int64))
-    out = np.empty((n, 3, *shape), dtype=np.float32)
+    out_dtype = np.dtype(dtype)
+    out = np.empty((n, 3, *shape), dtype=out_dtype)
     frac = np.empty(n, dtype=np.float32)
     step = min(n, block_rows(size * 4))
     z_all = np.empty((step, *shape), dtype=np.float32)
     nan_all = np.empty((step, size), dtype=bool)
+    o32_all = None if out_dtype == np.float32 else np.empty((step, 3, *shape), dtype=np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
         for sl in cache_blocks(n, size * 4):
-            o, k = out[sl], sl.stop - sl.start
+            k = sl.stop - sl.start
+            o = out[sl] if o32_all is None else o32_all[:k]
             z, isnan = z_all[:k], nan_all[:k]
             np.subtract(vv1[sl], vv_summer[sl], out=o[:, 0])  # VV*
             np.subtract(vv0[sl], vv_summer[sl], out=o[:, 1])  # VV*_old
@@ -161,4 +166,6 @@ def compute_channels_db(
             o += z[:, None]  # an invalid pixel is NaN in every channel
             np.isnan(z.reshape(k, size), out=isnan)
             frac[sl] = (size - np.count_nonzero(isnan, axis=1)) / max(size, 1)
+            if o32_all is not None:
+                out[sl] = o  # rounded to the store's dtype (nearest; NaN stays NaN)
     return out, frac

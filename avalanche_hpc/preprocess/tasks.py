@@ -379,7 +379,7 @@ def _compute_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> _Shard 
     r0, c0 = inputs.origins()
     vv0, vh0 = _read_date(inputs, acq.orbit, acq.previous, r0, c0)
     vv1, vh1 = _read_date(inputs, acq.orbit, acq.date, r0, c0)
-    patches, frac = compute_channels_db(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"])
+    patches, frac = compute_channels_db(vv1, vh1, vv0, vh0, summer["VV"], summer["VH"], dtype=study.config.patch_dtype)
     dep = inputs.deposition
     meta = pd.DataFrame({
         "path_id": dep["path_id"].astype(str).to_numpy(),
