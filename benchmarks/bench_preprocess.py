@@ -42,8 +42,8 @@ from shapely.geometry import box
 from avalanche_hpc.inputs.grid import transform_from_origin
 from avalanche_hpc.preprocess.raster import read_windows
 from avalanche_hpc.preprocess.tasks import (
-    _INPUTS_CACHE,
     StudyInputs,
+    clear_process_inputs,
     list_tasks,
     prepare_references,
     preprocess_all,
@@ -186,7 +186,7 @@ def preprocess_figures(root: Path, repeat: int | None = None, dtypes: list[str] 
             preprocess_all(root, force=True, progress=False, check=False)
             t_pre[dtype].append(time.perf_counter() - t)
             size[dtype] = sum(p.stat().st_size for p in (Study.load(root).work_dir / "shards").rglob("*.h5"))
-        _INPUTS_CACHE.clear()  # a fresh process state: the study tables are loaded again
+        clear_process_inputs()  # a fresh process state: the study tables are loaded again
         t = time.perf_counter()
         preprocess_task(root, a.season, a.orbit, a.date, force=True)
         t_cold.append(time.perf_counter() - t)

@@ -314,7 +314,7 @@ def test_consecutive_tasks_in_one_process_read_each_date_once(tmp_path, monkeypa
     from avalanche_hpc.preprocess import tasks
 
     root = build_hand_study(tmp_path / "s")
-    tasks._INPUTS_CACHE.clear()
+    tasks.clear_process_inputs()
     reads: list[str] = []
     real = tasks.read_db_windows
 
@@ -338,7 +338,7 @@ def test_consecutive_tasks_in_one_process_read_each_date_once(tmp_path, monkeypa
     shard = preprocess_task(root, SEASON, ORBIT, WINTER[3])
     assert sorted(reads) == ["20180113", "20180113", "20180119", "20180119"]
     kept = read_patches(shard)
-    tasks._INPUTS_CACHE.clear()
+    tasks.clear_process_inputs()
     preprocess_task(root, SEASON, ORBIT, WINTER[3], force=True)
     assert np.array_equal(read_patches(shard), kept, equal_nan=True)
     np.testing.assert_allclose(np.nanmean(kept[:, 1]), 10 * np.log10(2 * 0.2 / 0.2), atol=1e-3)  # VV*_old doubled

@@ -79,13 +79,13 @@ def db_in_place(values: np.ndarray, units: str, nodata: float | None = None) -> 
     Non-finite results are left as they are: ``mark_invalid`` turns every one of them into NaN.
     A linear scene's non-positive ``nodata`` needs no replacement (its log is not finite).
     """
-    if values.dtype != np.float32:
-        raise TypeError(f"db_in_place needs float32 values, got {values.dtype}")
+    if values.dtype != np.float32 or not values.flags.c_contiguous:
+        raise TypeError(f"db_in_place needs a C-contiguous float32 array, got {values.dtype}")
     replace = nodata is not None and not np.isnan(nodata) and (units == "dB" or nodata > 0)
     nd = np.float32(nodata) if replace else None
-    flat = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(1, -1)
+    flat = values.reshape(-1)  # a view: the blocks are runs of elements
     with np.errstate(divide="ignore", invalid="ignore"):
-        for sl in cache_blocks(len(flat), flat.shape[1] * 4):
+        for sl in cache_blocks(flat.size, 4):
             b = flat[sl]
             if nd is not None:
                 b[b == nd] = np.nan

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "StudyInputs",
+    "clear_process_inputs",
     "incomplete_tasks",
     "list_tasks",
     "prepare_references",
@@ -269,6 +270,12 @@ def _shard_is_current(path: Path, digest: str) -> bool:
 _INPUTS_CACHE: dict[Path, tuple[tuple, StudyInputs]] = {}
 
 
+def clear_process_inputs() -> None:
+    """Forget the study inputs this process keeps (``_process_inputs``): the next task or status
+    loads the tables again, as a fresh process would."""
+    _INPUTS_CACHE.clear()
+
+
 def _process_inputs(root: Path) -> StudyInputs:
     """``StudyInputs`` reused across ``task_is_complete`` and ``preprocess_task`` calls while the
     study's tables are unchanged.
@@ -299,9 +306,9 @@ def _stat(path: Path):
         return None
 
 
-def task_is_complete(root: Path, season: str, orbit: str, date: dt.date, _inputs: StudyInputs | None = None) -> bool:
+def task_is_complete(root: Path, season: str, orbit: str, date: dt.date) -> bool:
     """True when the shard of this task exists and was made from the current inputs and settings."""
-    inputs = _inputs or _process_inputs(Path(root))
+    inputs = _process_inputs(Path(root))
     acq = _find_acquisition(inputs.study, season, orbit, date)
     if acq.prev_date is None:
         return True  # nothing to produce
@@ -358,14 +365,6 @@ class _Shard:
         return self.path
 
 
-def _run_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> tuple[Path, bool]:
-    """(shard path, written?)."""
-    shard = _compute_task(inputs, acq, force)
-    if shard is None:
-        return inputs.study.shard_path(acq.season, acq.orbit, acq.date), False
-    return shard.write(), True
-
-
 def _compute_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> _Shard | None:
     """The task's shard in memory, or None when the shard on disk is current (and not ``force``)."""
     study = inputs.study
@@ -408,8 +407,7 @@ def _compute_task(inputs: StudyInputs, acq: Acquisition, force: bool) -> _Shard 
     return _Shard(shard, patches, meta, attrs, study.config.patch_dtype, acq.key)
 
 
-def preprocess_task(root: Path, season: str, orbit: str, date: dt.date, force: bool = False,
-                    _inputs: StudyInputs | None = None) -> Path | None:
+def preprocess_task(root: Path, season: str, orbit: str, date: dt.date, force: bool = False) -> Path | None:
     """Run one (season, orbit, date) task; returns the shard path, None for a season's first date.
 
     Before anything is written, what the task reads is validated as ``inputs check`` would
@@ -421,7 +419,7 @@ def preprocess_task(root: Path, season: str, orbit: str, date: dt.date, force: b
     check_id(season, "season id", where="--season")
     check_id(orbit, "orbit id", where="--orbit")
     require_valid_task(Path(root), season, orbit, date)
-    inputs = _inputs or _process_inputs(Path(root))  # tables loaded once per process while unchanged
+    inputs = _process_inputs(Path(root))  # tables loaded once per process while unchanged
     study = inputs.study
     clean_tmp([study.work_dir], recursive=False)
     clean_tmp([study.summer_ref_path(season, orbit).parent, study.shard_path(season, orbit, date).parent])
@@ -430,8 +428,8 @@ def preprocess_task(root: Path, season: str, orbit: str, date: dt.date, force: b
         log.info("%s skipped: first acquisition of season %s on orbit %s (no previous acquisition to "
                  "compare with)", acq.key, season, orbit)
         return None
-    shard, _ = _run_task(inputs, acq, force)
-    return shard
+    shard = _compute_task(inputs, acq, force)
+    return study.shard_path(season, orbit, date) if shard is None else shard.write()
 
 
 def preprocess_all(root: Path, force: bool = False, progress: bool = True, season: str | None = None,
